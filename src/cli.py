@@ -1,0 +1,87 @@
+"""Entry point: ``python -m src.cli {fit,validate,test,predict} -c configs/<experiment>.yaml``.
+
+Several ``-c`` files compose left to right (later wins); any key can be overridden on
+the command line (``--model.lr 0.05``); ``--print_config`` shows the merged result.
+Everything a run writes lands in ``runs/<name>/version_<n>/``: ``config.yaml``,
+``metrics.csv`` and ``checkpoints/{best-*,last}.ckpt``.
+"""
+
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import lazy_instance
+from lightning.pytorch.utilities import rank_zero_info
+
+from src.models.classifier import ImageClassifier
+
+
+class ResNetCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Always present (a config's own `trainer.callbacks` list cannot drop it):
+        # `last.ckpt` for resuming, and the best checkpoint by validation error.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/err1",
+                "checkpoint.mode": "min",
+                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
+                "checkpoint.save_last": True,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        # The dataset decides the classifier's input channels and classes: one source of truth.
+        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after `fit`, test the best checkpoint on the test split and print the result",
+        )
+
+    def after_fit(self) -> None:
+        if not self.config_value("test_after_fit") or self.trainer.fast_dev_run:
+            return
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") or None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or "last", weights_only=False)
+        metrics = self.trainer.callback_metrics
+        if "test/acc1" in metrics:
+            rank_zero_info(
+                f"\nTest top-1 accuracy {metrics['test/acc1']:.2f}% (error {metrics['test/err1']:.2f}%) "
+                f"of the best checkpoint {best}\nrun directory: {self.trainer.log_dir}"
+            )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # Rich progress bar by default, unless the config disables bars or brings its own.
+        given = list(callbacks) + list(config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
+    def config_value(self, key: str) -> Any:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        return config.get(key)
+
+
+def main(args: list[str] | None = None) -> ResNetCLI:
+    torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
+    return ResNetCLI(
+        ImageClassifier,
+        LightningDataModule,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
+        },
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

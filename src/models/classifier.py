@@ -1,0 +1,202 @@
+"""The LightningModule: a network, cross-entropy, top-1/top-5 metrics, SGD and its schedule."""
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass
+class LRFactor:
+    """lr multiplier as a function of the optimizer step: warm-up times the main schedule.
+
+    A plain object (not a closure) so LambdaLR can save and restore it in checkpoints.
+    """
+
+    schedule: str
+    total_steps: int
+    milestones: list[int] = field(default_factory=list)  # in steps
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    warmup_start_factor: float = 0.1
+    warmup_mode: str = "linear"
+
+    def __call__(self, step: int) -> float:
+        if self.schedule == "multistep":
+            factor = self.gamma ** bisect_right(self.milestones, step)
+        elif self.schedule == "cosine":
+            factor = 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / max(1, self.total_steps)))
+        else:  # constant
+            factor = 1.0
+        if step < self.warmup_steps:
+            if self.warmup_mode == "constant":  # ResNet-110: 0.01 until training error < 80% (~400 its)
+                factor *= self.warmup_start_factor
+            else:
+                factor *= self.warmup_start_factor + (1 - self.warmup_start_factor) * step / self.warmup_steps
+        return factor
+
+
+class ImageClassifier(L.LightningModule):
+    """Wraps an image classifier network (``net``, e.g. ``src.models.resnet.ResNet``).
+
+    The number of classes is read from the network's ``fc`` layer, so it is set once
+    (the CLI links it from the DataModule). Metrics are logged in percent as
+    ``{train,val,test}/{acc1,err1,acc5,err5}`` plus ``{stage}/loss``; the best
+    checkpoint is the lowest ``val/err1``.
+
+    Schedules: ``multistep`` (x ``gamma`` at each milestone: the papers), ``plateau``
+    (x ``gamma`` when ``val/err1`` stops improving: the ImageNet paper), ``cosine``,
+    ``constant``; each optionally preceded by ``warmup_steps`` of warm-up starting at
+    ``warmup_start_factor`` x lr, ramping linearly or held constant (ResNet-110).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        no_weight_decay_bn_bias: bool = False,
+        label_smoothing: float = 0.0,
+        schedule: Literal["multistep", "plateau", "cosine", "constant"] = "multistep",
+        milestones: Sequence[int] = (30, 60),
+        milestone_unit: Literal["epoch", "step"] = "epoch",
+        gamma: float = 0.1,
+        plateau_patience: int = 5,
+        warmup_steps: int = 0,
+        warmup_start_factor: float = 0.1,
+        warmup_mode: Literal["linear", "constant"] = "linear",
+    ) -> None:
+        super().__init__()
+        for key, value in dict(lr=lr, warmup_start_factor=warmup_start_factor).items():
+            if value <= 0:
+                raise ValueError(f"{key}={value} must be positive")
+        for key, value in dict(momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps).items():
+            if value < 0:
+                raise ValueError(f"{key}={value} must be >= 0")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"milestones={list(milestones)} must be increasing")
+        self.save_hyperparameters()
+        self.net = net
+        fc = getattr(net, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise ValueError(f"net {type(net).__name__} has no nn.Linear 'fc' head to read num_classes from")
+        self.num_classes = fc.out_features
+        topk = {"acc1": 1, "acc5": 5} if self.num_classes > 5 else {"acc1": 1}
+        metrics = MetricCollection(
+            {name: MulticlassAccuracy(self.num_classes, top_k=k, average="micro") for name, k in topk.items()}
+        )
+        # One collection per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
+        self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone() for _ in STAGES)
+
+    def stage_metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        self.stage_metrics(stage).update(logits.detach(), y)
+        train = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``[B, num_classes]``; the batch may carry labels or not."""
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(x).softmax(dim=-1)
+
+    def _log_epoch(self, stage: str) -> None:
+        # compute() all-reduces the metric state across DDP ranks, so every rank logs
+        # the global value; sync_dist would only average identical numbers.
+        values = self.stage_metrics(stage).compute()
+        self.stage_metrics(stage).reset()
+        for name, acc in values.items():
+            self.log(f"{stage}/{name}", 100 * acc, prog_bar=stage == "val" and name == "acc1")
+            self.log(f"{stage}/err{name[3:]}", 100 * (1 - acc), prog_bar=stage == "val" and name == "acc1")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group with weight decay and, if asked, one without for BN and biases (1-d tensors)."""
+        wd = self.hparams["weight_decay"]
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if not self.hparams["no_weight_decay_bn_bias"]:
+            return [{"params": params, "weight_decay": wd}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # also sets up the train dataloader
+        batches = trainer.num_training_batches
+        if math.isinf(batches):
+            return max(1, int(total) // max(1, trainer.max_epochs or 1))
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = SGD(self.param_groups(), lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"])
+        total = int(min(self.trainer.estimated_stepping_batches, 2**62))
+        scale = self.steps_per_epoch() if hp["milestone_unit"] == "epoch" else 1
+        factor = LRFactor(
+            schedule=hp["schedule"],
+            total_steps=total,
+            milestones=[m * scale for m in hp["milestones"]],
+            gamma=hp["gamma"],
+            warmup_steps=hp["warmup_steps"],
+            warmup_start_factor=hp["warmup_start_factor"],
+            warmup_mode=hp["warmup_mode"],
+        )
+        if hp["schedule"] != "plateau":
+            return [optimizer], [{"scheduler": LambdaLR(optimizer, factor), "interval": "step"}]
+        # LambdaLR recomputes lr from the base lr every step and would undo the plateau
+        # cuts; the chainable warm-up schedulers leave the lr alone once they are done.
+        schedulers: list[dict[str, Any]] = []
+        if hp["warmup_steps"]:
+            start, steps = hp["warmup_start_factor"], hp["warmup_steps"]
+            warmup = (
+                ConstantLR(optimizer, factor=start, total_iters=steps)
+                if hp["warmup_mode"] == "constant"
+                else LinearLR(optimizer, start_factor=start, total_iters=steps)
+            )
+            schedulers.append({"scheduler": warmup, "interval": "step"})
+        plateau = ReduceLROnPlateau(optimizer, mode="min", factor=hp["gamma"], patience=hp["plateau_patience"])
+        schedulers.append({"scheduler": plateau, "monitor": "val/err1", "interval": "epoch"})
+        return [optimizer], schedulers

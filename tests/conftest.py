@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A leaked SLURM_* or LOCAL_RANK makes Lightning think an external launcher runs us.
+    for key in list(os.environ):
+        if key.startswith(("SLURM_", "WANDB_")) or key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from a temp dir (runs/ lands there) with configs/ reachable as in the repo."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir() -> Path:
+    if not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"real Fashion-MNIST missing in {FMNIST_DIR}: apt-get install dataset-fashion-mnist")
+    return FMNIST_DIR
