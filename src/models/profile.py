@@ -75,8 +75,8 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
     for r in rows:
         depths = ",".join(map(str, r["depths"]))  # type: ignore[call-overload]
         lines.append(
-            f"| {r['preset']} | {r['block']} | [{depths}] | {r['unit']} | {r['shortcut']} | {r['params_M']:.2f} | {r['GMACs']:.3f} "
-            f"| {r['input']} |"
+            f"| {r['preset']} | {r['block']} | [{depths}] | {r['unit']} | {r['shortcut']} "
+            f"| {r['params_M']:.2f} | {r['GMACs']:.3f} | {r['input']} |"
         )
     return "\n".join(lines)
 

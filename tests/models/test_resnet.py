@@ -120,8 +120,8 @@ def test_zero_init_residual_makes_every_block_its_shortcut(unit: str) -> None:
     for blk in [*net.layer1, *net.layer2]:
         x = torch.randn(2, blk.conv1.in_channels, 8, 8)
         with torch.no_grad():
-            pre = {"full_preact": lambda t: blk.bn1(t).relu(), "relu_only_preact": torch.relu}.get(unit, lambda t: t)
-            expected = blk.downsample(pre(x) if blk.preact_shortcut else x)
+            pre = blk.bn1(x).relu() if unit == "full_preact" else x.relu() if unit == "relu_only_preact" else x
+            expected = blk.downsample(pre if blk.preact_shortcut else x)
             if unit == "bn_after_add":
                 expected = torch.relu(blk.layers()[1][-1](expected))
             elif unit == "original":

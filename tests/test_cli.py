@@ -1,0 +1,138 @@
+"""The entry point as a user drives it: configs compose, bad input fails early, runs reproduce."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from src.cli import main
+from tests.conftest import REPO
+
+FRAGMENT_DIRS = {"data", "trainer"}  # pieces composed with an experiment config, not runnable alone
+EXPERIMENTS = sorted(
+    p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS
+)
+
+
+def run_cli(*args: str) -> object:
+    return main(list(args))
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=str)
+def test_every_experiment_config_parses(config: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    extra = [] if "data" in yaml.safe_load((REPO / config).read_text()) else ["-c", "configs/data/synthetic.yaml"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "-c", str(config), *extra, "--print_config")
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["net"]["class_path"] == "src.models.resnet.ResNet"
+    assert printed["checkpoint"]["monitor"] == "val/err1"
+
+
+def test_later_configs_and_flags_override_earlier_ones(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(
+            "fit",
+            "-c",
+            "configs/r50.yaml",
+            "-c",
+            "configs/data/synthetic.yaml",
+            "--model.lr=0.05",
+            "--model.net.init_args.unit=full_preact",
+            "--print_config",
+        )
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["lr"] == 0.05
+    assert cfg["model"]["net"]["init_args"]["unit"] == "full_preact"
+    assert cfg["model"]["net"]["init_args"]["block"] == "bottleneck"  # from r50.yaml
+    assert cfg["data"]["class_path"] == "src.data.synthetic.SyntheticDataModule"
+
+
+def test_imagenet_config_fast_dev_run_on_synthetic_data(in_tmp: Path) -> None:
+    cli = run_cli(
+        "fit",
+        "-c",
+        "configs/r18.yaml",
+        "-c",
+        "configs/data/synthetic.yaml",
+        "--data.init_args.image_size=64",
+        "--data.init_args.batch_size=4",
+        "--trainer.fast_dev_run=true",
+        "--trainer.enable_progress_bar=false",
+    )
+    trainer = cli.trainer  # type: ignore[attr-defined]
+    assert trainer.global_step == 1
+    assert trainer.lightning_module.net.fc.out_features == 1000  # linked from the DataModule
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--model.net.init_args.unit=foo"], ["unit", "foo", "full_preact"]),
+        (["--model.lrr=0.1"], ["lrr"]),
+        (["--model.net.init_args.depths=[1, 1]"], ["depths=[1, 1]", "widths=[16, 32, 64]"]),
+        (["--model.net.init_args.shortcut=D"], ["shortcut", "D"]),
+        (["--data.init_args.batch_size=0"], ["batch_size=0"]),
+    ],
+)
+def test_bad_value_on_command_line_exits_before_training_naming_it(args: list[str], names: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.cli", "fit", "-c", "configs/quickstart.yaml", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for name in names:
+        assert name in proc.stderr
+    assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
+
+
+def test_bad_key_in_yaml_is_named(in_tmp: Path) -> None:
+    bad = in_tmp / "bad.yaml"
+    bad.write_text("model:\n  net:\n    class_path: src.models.resnet.ResNet\n    init_args:\n      blok: basic\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.cli", "fit", "-c", str(REPO / "configs/quickstart.yaml"), "-c", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "blok" in proc.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_trains_on_fashion_mnist_and_saved_config_reproduces_test(in_tmp: Path, fmnist_dir: Path) -> None:
+    """The README's main command, shortened to 2 epochs (the full 8 epochs reach >= 90%)."""
+    cmd = [sys.executable, "-m", "src.cli", "fit", "-c", "configs/quickstart.yaml", "--trainer.max_epochs=2"]
+    proc = subprocess.run(
+        [*cmd, "--trainer.enable_progress_bar=false"],
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    match = re.search(r"Test top-1 accuracy ([\d.]+)% \(error ([\d.]+)%\) of the best checkpoint (\S+)", proc.stdout)
+    assert match, proc.stdout[-3000:]
+    acc, best = float(match.group(1)), Path(match.group(3))
+    assert acc >= 85.0  # 2 epochs; 8 epochs give 91.2%
+    run_dir = in_tmp / "runs" / "quickstart" / "version_0"
+    assert best.parent == Path("runs/quickstart/version_0/checkpoints")
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    metrics = (run_dir / "metrics.csv").read_text().splitlines()
+    assert "val/err1" in metrics[0] and "test/acc1" in metrics[0]
+
+    # `test -c <saved config> --ckpt_path <best>` gives the same number
+    cli = run_cli("test", "-c", str(run_dir / "config.yaml"), "--ckpt_path", str(best))
+    reproduced = cli.trainer.callback_metrics["test/acc1"].item()  # type: ignore[attr-defined]
+    assert reproduced == pytest.approx(acc, abs=0.005)
