@@ -44,7 +44,7 @@ def test_datamodule_shapes_ranges_and_both_roots(cifar10_dir: Path) -> None:
         assert len(dm.train_set) == 80 and len(dm.val_set) == 20  # 5 batches of 20, 20 held out
         x, y = next(iter(dm.train_dataloader()))
         assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-        assert 0 <= y.min() and y.max() < 10
+        assert y.min() >= 0 and y.max() < 10
         low = min(-m / s for m, s in zip(dm.mean, dm.std, strict=True))
         high = max((1 - m) / s for m, s in zip(dm.mean, dm.std, strict=True))
         assert low - 1e-5 <= x.min() and x.max() <= high + 1e-5
@@ -139,9 +139,7 @@ def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: 
     )
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in CIFAR_CONFIGS]
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in CIFAR_CONFIGS])
 def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> None:
     run_cli(
         [
