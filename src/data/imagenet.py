@@ -1,0 +1,304 @@
+"""ImageNet (ILSVRC-2012) from an ImageFolder tree, with the ResNet paper's recipe.
+
+``data_dir`` holds ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` (the official validation
+images sorted into class folders, e.g. with the widely used ``valprep.sh``). The class index is
+the sorted list of ``train/`` folders; ``val/`` uses that same mapping, and the mapping is saved
+with the run (``classes.json`` in the run directory and the checkpoint's DataModule state).
+
+Train (He et al. 2015, Sec. 3.4): the shorter side resized to a random length in [256, 480]
+("scale augmentation"), a random 224x224 crop, horizontal flip, AlexNet's PCA colour
+("lighting") noise and per-channel normalisation; or ``train_crop: random_resized`` for the
+later, common RandomResizedCrop recipe. Eval: resize 256, center 224; ``ten_crop_test`` gives
+``test`` the paper's 10-crop batches ``[B, 10, C, H, W]`` (average the crops' softmax with
+``ten_crop_probs``).
+"""
+
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, default_collate
+from torchvision import tv_tensors
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import v2
+
+from src.data.common import default_num_workers
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Eigen-decomposition of the RGB covariance of ImageNet pixels (AlexNet Sec. 4.1; the values
+# fb.resnet.torch used), in [0, 1] units.
+PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+LAYOUT = "expected data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG"
+
+
+class CorruptImageError(OSError):
+    """An image file that PIL cannot decode; the message starts with its path."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """PIL's errors (``Truncated File Read``, ``cannot identify image file``) name no file: add it."""
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")  # decodes now, while the error can still be tied to the path
+    except (OSError, SyntaxError, ValueError) as e:
+        raise CorruptImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def check_layout(root: Path) -> list[str]:
+    """The sorted train classes, after checking the tree; every problem names its path."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"data_dir={root} is not a directory; {LAYOUT}")
+    splits: dict[str, list[str]] = {}
+    for split in ("train", "val"):
+        folder = root / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a directory; {LAYOUT}")
+        entries = list(os.scandir(folder))
+        classes = sorted(e.name for e in entries if e.is_dir())
+        if not classes:
+            loose = sum(e.is_file() and _is_image(e.name) for e in entries)
+            hint = f" ({loose} images lie directly in it: sort them into class folders, e.g. valprep.sh)"
+            raise FileNotFoundError(f"{folder} has no class folders{hint if loose else ''}; {LAYOUT}")
+        for name in classes:
+            with os.scandir(folder / name) as it:
+                if not any(e.is_file() and _is_image(e.name) for e in it):
+                    raise FileNotFoundError(f"{folder / name} holds no image ({', '.join(IMG_EXTENSIONS)})")
+        splits[split] = classes
+    unknown = sorted(set(splits["val"]) - set(splits["train"]))
+    if unknown:
+        raise ValueError(f"{root / 'val' / unknown[0]}: class not in {root / 'train'} ({len(unknown)} such classes)")
+    return splits["train"]
+
+
+class ClassFolder(ImageFolder):
+    """ImageFolder with a given class list (val must use train's mapping) and file-naming decode errors.
+
+    With ``skip_corrupt`` an undecodable image becomes ``None`` (dropped by ``collate_skipping``)
+    and is counted in ``skipped``, shared by the DataLoader worker processes.
+    """
+
+    def __init__(self, root: Path, classes: list[str], transform: Any, skip_corrupt: bool = False) -> None:
+        self.given_classes = classes
+        # allow_empty: a class may have no val images (check_layout already rejected empty folders)
+        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
+        self.skip_corrupt = skip_corrupt
+        self.skipped = multiprocessing.Value("i", 0)
+
+    def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
+        return self.given_classes, {name: i for i, name in enumerate(self.given_classes)}
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return super().__getitem__(index)
+        except CorruptImageError as e:
+            if not self.skip_corrupt:
+                raise
+            with self.skipped.get_lock():
+                self.skipped.value += 1
+                count = self.skipped.value
+            log.warning("skip_corrupt: skipped %s (%d skipped so far)", e, count)
+            return None
+
+
+def collate_skipping(batch: list[Any]) -> Any:
+    """default_collate without the samples that ClassFolder skipped."""
+    return default_collate([sample for sample in batch if sample is not None])
+
+
+class Lighting(v2.Transform):
+    """AlexNet's PCA colour augmentation: add ``eigvec @ (alpha * eigval)``, alpha ~ N(0, std), per image."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        rgb = PCA_EIGVEC @ (alpha * PCA_EIGVAL)
+        return tv_tensors.wrap(inpt + rgb.view(3, 1, 1).to(inpt), like=inpt)
+
+
+class TenCropStack:
+    """Resize, then the four corner and the center crops and their flips, as one ``[10, C, H, W]`` tensor."""
+
+    def __init__(self, resize: int, crop: int, to_tensor: v2.Compose) -> None:
+        self.crops = v2.Compose([v2.Resize(resize), v2.TenCrop(crop)])
+        self.to_tensor = to_tensor
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return torch.stack([self.to_tensor(crop) for crop in self.crops(img)])
+
+
+def ten_crop_probs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``[B, K]`` of multi-crop inputs ``[B, n, C, H, W]``: the mean of the crops' softmax."""
+    b, n = x.shape[:2]
+    return model(x.flatten(0, 1)).softmax(dim=-1).view(b, n, -1).mean(dim=1)
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate and test on ``val/``.
+
+    The official test labels are not public, so ``test`` is the validation set again (with
+    10-crop if ``ten_crop_test``). ``batch_size`` is per process: 8 GPUs x 32 = the paper's 256.
+    The layout is checked when the DataModule is built, so a wrong path fails before training.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/imagenet",
+        batch_size: int = 32,
+        train_crop: Literal["scale", "random_resized"] = "scale",
+        scale_range: tuple[int, int] = (256, 480),
+        crop_size: int = 224,
+        eval_resize: int = 256,
+        lighting_std: float = 0.1,
+        color_jitter: float = 0.0,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        ten_crop_test: bool = False,
+        skip_corrupt: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        super().__init__()
+        if train_crop not in ("scale", "random_resized"):
+            raise ValueError(f"train_crop={train_crop!r} is not one of scale, random_resized")
+        if not crop_size <= scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range={list(scale_range)} must be ordered and start at >= crop_size={crop_size}")
+        if eval_resize < crop_size:
+            raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
+        for key, value in dict(batch_size=batch_size, crop_size=crop_size).items():
+            if value <= 0:
+                raise ValueError(f"{key}={value} must be positive")
+        self.save_hyperparameters()
+        self.root = Path(data_dir).expanduser()
+        self.classes = check_layout(self.root)
+        self.batch_size, self.skip_corrupt, self.ten_crop_test = batch_size, skip_corrupt, ten_crop_test
+        self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
+        self.eval_resize, self.lighting_std, self.color_jitter = eval_resize, lighting_std, color_jitter
+        self.mean, self.std = list(mean), list(std)
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
+        self.train_set: ClassFolder | None = None
+        self.val_set: ClassFolder | None = None
+        self.test_set: ClassFolder | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return 3
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def _to_tensor(self) -> v2.Compose:
+        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def train_transform(self) -> v2.Compose:
+        if self.train_crop == "scale":
+            low, high = self.scale_range
+            crop: list[v2.Transform] = [
+                v2.RandomShortestSize(list(range(low, high + 1))),
+                v2.RandomCrop(self.crop_size),
+            ]
+        else:
+            crop = [v2.RandomResizedCrop(self.crop_size)]
+        colour: list[v2.Transform] = [v2.ColorJitter(*(3 * [self.color_jitter]))] if self.color_jitter else []
+        lighting: list[v2.Transform] = [Lighting(self.lighting_std)] if self.lighting_std else []
+        to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+        normalize = v2.Normalize(self.mean, self.std)
+        return v2.Compose([*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, normalize])
+
+    def eval_transform(self, ten_crop: bool = False) -> Any:
+        if ten_crop:
+            return TenCropStack(self.eval_resize, self.crop_size, self._to_tensor())
+        return v2.Compose([v2.Resize(self.eval_resize), v2.CenterCrop(self.crop_size), self._to_tensor()])
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_set is None:
+            self.train_set = self.folder("train", self.train_transform())
+        if stage in ("fit", "validate", None) and self.val_set is None:
+            self.val_set = self.folder("val", self.eval_transform())
+        if stage in ("test", "predict", None) and self.test_set is None:
+            self.test_set = self.folder("val", self.eval_transform(ten_crop=self.ten_crop_test))
+        self.save_classes()
+
+    def folder(self, split: str, transform: Any) -> ClassFolder:
+        return ClassFolder(self.root / split, self.classes, transform, self.skip_corrupt)
+
+    def save_classes(self) -> None:
+        """Write the class index into the run directory, next to config.yaml (rank 0)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero or not trainer.log_dir:
+            return
+        path = Path(trainer.log_dir) / "classes.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"data_dir": str(self.root), "classes": self.classes}, indent=1))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"classes": self.classes}  # saved in every checkpoint
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resuming on a tree with other classes would silently relabel the data: refuse."""
+        saved = state_dict.get("classes")
+        if saved is not None and list(saved) != self.classes:
+            diff = sorted(set(saved) ^ set(self.classes))[:3]
+            raise ValueError(
+                f"the checkpoint's {len(saved)} classes differ from the {len(self.classes)} in {self.root / 'train'} "
+                f"(e.g. {diff or 'same names, other order'})"
+            )
+
+    def teardown(self, stage: str) -> None:
+        skipped = sum(d.skipped.value for d in (self.train_set, self.val_set, self.test_set) if d is not None)
+        if skipped:
+            log.warning("skip_corrupt: %d corrupt images were skipped in total", skipped)
+
+    def _loader(self, dataset: ClassFolder | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("setup() has not been called for this stage")
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=workers,
+            collate_fn=collate_skipping,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,198 @@
+"""ImageNet DataModule on a tiny ImageFolder of real JPEGs, and the r18...r152 configs on it."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from src.data.imagenet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CorruptImageError,
+    ImageNetDataModule,
+    ten_crop_probs,
+)
+from src.models.resnet import ResNet
+from tests.data.conftest import CLASSES, corrupt_file, write_imagefolder, write_jpeg
+
+LOW = min(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+
+
+def dm(root: Path, **kwargs) -> ImageNetDataModule:
+    return ImageNetDataModule(**{"data_dir": str(root), "batch_size": 4, "num_workers": 0, **kwargs})
+
+
+def test_shapes_ranges_and_class_index(imagenet_dir: Path) -> None:
+    data = dm(imagenet_dir)
+    assert data.classes == list(CLASSES) and data.num_classes == 3 and data.in_channels == 3
+    data.setup("fit")
+    assert data.train_set is not None and data.val_set is not None
+    assert len(data.train_set) == 12 and len(data.val_set) == 6
+    x, y = next(iter(data.train_dataloader()))
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert x.min() > LOW - 0.3 and x.max() < HIGH + 0.3  # lighting noise moves values a little
+    xv, yv = next(iter(data.val_dataloader()))
+    assert xv.shape == (4, 3, 224, 224) and xv.min() >= LOW - 1e-5 and xv.max() <= HIGH + 1e-5
+    assert yv.tolist() == [0, 0, 1, 1]  # val/ sorted by class, labelled with train's mapping
+    rrc = dm(imagenet_dir, train_crop="random_resized", crop_size=64, scale_range=(72, 96), eval_resize=72)
+    rrc.setup("fit")
+    assert rrc.train_set is not None and rrc.train_set[0][0].shape == (3, 64, 64)
+
+
+def test_scale_augmentation_samples_the_short_side_in_256_480(imagenet_dir: Path) -> None:
+    resize = dm(imagenet_dir).train_transform().transforms[0]
+    assert isinstance(resize, v2.RandomShortestSize)
+    torch.manual_seed(0)
+    shorts = []
+    for w, h in ((40, 30), (30, 48)):
+        img = Image.new("RGB", (w, h))
+        for _ in range(200):
+            out = resize(img)
+            short, long = min(out.size), max(out.size)
+            assert abs(long / short - max(w, h) / min(w, h)) < 0.05  # aspect ratio kept
+            shorts.append(short)
+    values = torch.tensor(shorts, dtype=torch.float64)
+    assert values.min() >= 256 and values.max() <= 480
+    assert values.min() < 266 and values.max() > 470  # reaches both ends
+    assert abs(values.mean() - 368) < 12 and len(set(shorts)) > 120  # uniform over the 225 lengths
+
+
+def test_ten_crop_test_averages_the_crops_softmax(imagenet_dir: Path) -> None:
+    data = dm(imagenet_dir, ten_crop_test=True, crop_size=48, eval_resize=56, scale_range=(56, 64))
+    data.setup("test")
+    x, y = next(iter(data.test_dataloader()))
+    assert x.shape == (4, 10, 3, 48, 48) and y.shape == (4,)
+    assert data.test_set is not None
+    img = Image.open(data.test_set.samples[1][0]).convert("RGB")
+    crops = TF.ten_crop(TF.resize(img, 56), 48)
+    to_tensor = v2.Compose(
+        [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+    torch.testing.assert_close(x[1], torch.stack([to_tensor(c) for c in crops]))
+    net = ResNet("basic", [1, 1], [8, 16], stem="cifar", num_classes=3).eval()
+    with torch.no_grad():
+        probs = ten_crop_probs(net, x)
+        expected = torch.stack([net(x[i]).softmax(-1).mean(0) for i in range(len(x))])
+    assert probs.shape == (4, 3)
+    torch.testing.assert_close(probs, expected)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+
+
+def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:
+    bad = corrupt_file(imagenet_corrupt_dir)
+    data = dm(imagenet_corrupt_dir)
+    data.setup("fit")
+    assert data.train_set is not None
+    index = [p for p, _ in data.train_set.samples].index(str(bad))
+    with pytest.raises(CorruptImageError, match=str(bad)):
+        data.train_set[index]
+    data.num_workers = 1  # from a worker process too: the DataLoader re-raises the message
+    with pytest.raises(CorruptImageError, match=bad.name):
+        list(data.train_dataloader())
+
+
+def test_skip_corrupt_skips_and_counts(imagenet_corrupt_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32)
+    data.setup("fit")
+    assert data.train_set is not None
+    with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
+        seen = sum(len(y) for _, y in data._loader(data.train_set, train=False))
+    assert seen == 11 and data.train_set.skipped.value == 1
+    assert str(corrupt_file(imagenet_corrupt_dir)) in caplog.text and "1 skipped so far" in caplog.text
+    data.num_workers = 1  # the count is shared with worker processes
+    seen = sum(len(y) for _, y in data._loader(data.train_set, train=False))
+    assert seen == 11 and data.train_set.skipped.value == 2
+    with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
+        data.teardown("fit")
+    assert "2 corrupt images were skipped in total" in caplog.text
+
+
+def test_layout_errors_name_the_path_before_training(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"data_dir={tmp_path / 'nowhere'} is not a directory"):
+        dm(tmp_path / "nowhere")
+    root = write_imagefolder(tmp_path / "a")
+    (root / "train" / "n09999999").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"{root / 'train' / 'n09999999'} holds no image"):
+        dm(root)
+    root = write_imagefolder(tmp_path / "b")
+    (root / "val" / "n08888888").mkdir()
+    write_jpeg(root / "val" / "n08888888" / "x.JPEG", (20, 20), 0)
+    with pytest.raises(ValueError, match=f"{root / 'val' / 'n08888888'}: class not in {root / 'train'}"):
+        dm(root)
+    root = write_imagefolder(tmp_path / "c")
+    shutil.rmtree(root / "val")
+    (root / "val").mkdir()
+    write_jpeg(root / "val" / "ILSVRC2012_val_00000001.JPEG", (20, 20), 0)
+    with pytest.raises(FileNotFoundError, match=r"val has no class folders \(1 images lie directly in it"):
+        dm(root)
+
+
+def test_val_missing_a_class_keeps_the_train_mapping(tmp_path: Path) -> None:
+    root = write_imagefolder(tmp_path / "d")
+    shutil.rmtree(root / "val" / CLASSES[0])
+    data = dm(root)
+    data.setup("validate")
+    assert data.val_set is not None and [y for _, y in data.val_set.samples] == [1, 1, 2, 2]
+
+
+def test_class_mapping_mismatch_on_resume_is_refused(imagenet_dir: Path) -> None:
+    data = dm(imagenet_dir)
+    data.load_state_dict(data.state_dict())  # same tree: fine
+    with pytest.raises(ValueError, match=r"the checkpoint's 3 classes differ from the 3 in .*train"):
+        data.load_state_dict({"classes": [CLASSES[1], CLASSES[0], CLASSES[2]]})
+
+
+# --- configs ------------------------------------------------------------------------------
+
+SMALL = [
+    "--data.init_args.crop_size=32", "--data.init_args.scale_range=[36, 48]", "--data.init_args.eval_resize=36",
+    "--data.init_args.batch_size=2", "--data.init_args.num_workers=0", "--trainer.max_steps=2",
+    "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
+    "--test_after_fit=false",
+]  # fmt: skip
+
+
+def run_cli(args: list[str]) -> None:
+    from src.cli import main
+
+    with mock.patch("sys.argv", ["src.cli"]):
+        main(args)
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_config_parses_and_composes_with_synthetic(depth: int, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    synthetic = ["-c", "configs/data/synthetic.yaml"]
+    for extra, data_class in (([], "imagenet.ImageNetDataModule"), (synthetic, "synthetic.SyntheticDataModule")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(["fit", "-c", f"configs/r{depth}.yaml", *extra, "--print_config"])
+        assert exit_info.value.code == 0
+        data = yaml.safe_load(capsys.readouterr().out)["data"]
+        assert data["class_path"] == f"src.data.{data_class}"
+        assert ("data_dir" in data["init_args"]) == data_class.startswith("imagenet")
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, *(pytest.param(d, marks=pytest.mark.slow) for d in (101, 152))])
+def test_config_runs_a_few_steps_and_saves_the_classes(depth: int, imagenet_dir: Path, in_tmp: Path) -> None:
+    run_cli(["fit", "-c", f"configs/r{depth}.yaml", f"--data.init_args.data_dir={imagenet_dir}", *SMALL])
+    run = next(in_tmp.glob(f"runs/r{depth}/*/"))
+    assert json.loads((run / "classes.json").read_text())["classes"] == list(CLASSES)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["ImageNetDataModule"] == {"classes": list(CLASSES)} and ckpt["global_step"] == 2
+    assert ckpt["state_dict"]["net.fc.weight"].shape[0] == 3
+
+
+def test_wrong_root_fails_before_training(tmp_path: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # the CLI reports the DataModule's error as a config error
+        run_cli(["fit", "-c", "configs/r18.yaml", f"--data.init_args.data_dir={tmp_path / 'missing'}", *SMALL])
+    assert exit_info.value.code != 0
+    assert f"data_dir={tmp_path / 'missing'} is not a directory" in capsys.readouterr().err
+    assert not list(in_tmp.glob("runs/r18/*/checkpoints"))
