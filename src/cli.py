@@ -15,32 +15,47 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info
 
+from src.fault import RUN_DIR_HELP, fault_callbacks, fault_plugins, pin_run_dir, resume_from_run_dir
 from src.models.classifier import ImageClassifier
 
 
 class ResNetCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Always present (a config's own `trainer.callbacks` list cannot drop it):
-        # `last.ckpt` for resuming, and the best checkpoint by validation error.
+        # Always present (a config's own `trainer.callbacks` list cannot drop them):
+        # the best checkpoint by validation error, and `last.ckpt` for resuming.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/err1",
                 "checkpoint.mode": "min",
                 "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
-                "checkpoint.save_last": True,
                 "checkpoint.auto_insert_metric_name": False,
+                # Not `checkpoint.save_last`: Lightning 2.6 refreshes that only when a new best was saved,
+                # so it goes stale. This one overwrites last.ckpt every epoch (or every_n_train_steps).
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.enable_version_counter": False,
             }
         )
         # The dataset decides the classifier's input channels and classes: one source of truth.
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
+        parser.add_argument("--run_dir", type=str | None, default=None, help=RUN_DIR_HELP)
         parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=True,
             help="after `fit`, test the best checkpoint on the test split and print the result",
         )
+
+    def before_instantiate_classes(self) -> None:
+        # A stable run directory (explicit, or the SLURM job's) for checkpoints and logs.
+        pin_run_dir(self.config[self.subcommand] if self.subcommand else self.config)
+
+    def before_fit(self) -> None:
+        resume_from_run_dir(self.config_init["fit"], self.trainer)  # no-op without a run dir or checkpoint
 
     def after_fit(self) -> None:
         if not self.config_value("test_after_fit") or self.trainer.fast_dev_run:
@@ -60,6 +75,8 @@ class ResNetCLI(LightningCLI):
         given = list(callbacks) + list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, RichProgressBar()]
+        callbacks = [*callbacks, *fault_callbacks()]  # NaN stop, RNG state, SLURM preemption
+        config["plugins"] = fault_plugins(config.get("plugins"))  # atomic checkpoint writes
         return super()._instantiate_trainer(config, callbacks)
 
     def config_value(self, key: str) -> Any:

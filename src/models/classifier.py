@@ -15,6 +15,8 @@ from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnP
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.fault import check_checkpoint_fits
+
 STAGES = ("train", "val", "test")
 
 
@@ -128,6 +130,12 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before the weights load: a changed architecture fails naming the keys and config values.
+        if self.strict_loading:
+            source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            check_checkpoint_fits(self, checkpoint, source=f"checkpoint {source}")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; the batch may carry labels or not."""

@@ -1,0 +1,150 @@
+"""Fault tolerance outside SLURM (src/fault.py): kill -9 and resume, atomic checkpoint writes, a
+changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from src.cli import main
+from src.data.synthetic import SyntheticDataModule
+from src.fault import TMP_SUFFIX, AtomicCheckpointIO, FiniteLoss, ResumeState, find_resume_checkpoint
+from src.models.classifier import ImageClassifier
+from src.models.resnet import ResNet
+from tests.fault_injection import write_tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m src.cli fit ...`` as its own process (it must be killable), one thread for equal numerics."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "src.cli", "fit", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_same_command_resumes_to_identical_weights(tmp_path: Path) -> None:
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=3)  # 8 steps per epoch, 24 in all
+    reference = cli(tmp_path, "-c", str(config), "--run_dir", "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    # The same command twice; the injected callback kill -9s the first process after step 12 (mid-epoch 1).
+    killer = '{"class_path": "tests.fault_injection.SigkillAtStep", "init_args": {"step": 12, "marker": "killed"}}'
+    command = ("-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={killer}")
+    first = cli(tmp_path, *command)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    assert (tmp_path / "killed").read_text().startswith("killed at global step 12, epoch 1")
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8  # end of epoch 0
+
+    second = cli(tmp_path, *command)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resumed training at global step 8, epoch 1" in second.stderr + second.stdout
+
+    # Deterministic mode: bit-identical weights, optimizer state and metrics to the uninterrupted run.
+    ref, got = load(tmp_path / "reference/checkpoints/last.ckpt"), load(tmp_path / "run/checkpoints/last.ckpt")
+    assert got["global_step"] == ref["global_step"] == 24
+    assert ref["state_dict"].keys() == got["state_dict"].keys()
+    for key, value in ref["state_dict"].items():
+        assert torch.equal(value, got["state_dict"][key]), key
+    ref_opt, got_opt = ref["optimizer_states"][0]["state"], got["optimizer_states"][0]["state"]
+    for a, b in zip(ref_opt.values(), got_opt.values(), strict=True):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    # Every metrics row the resumed run logged (steps 8..23, validation included) is in the reference.
+    assert metric_rows(tmp_path / "run/version_1/metrics.csv") <= metric_rows(
+        tmp_path / "reference/version_0/metrics.csv"
+    )
+
+
+def metric_rows(path: Path) -> set[tuple[tuple[str, str], ...]]:
+    """metrics.csv rows as comparable tuples, without the wall-clock ``perf/*`` columns."""
+    with open(path) as f:
+        return {tuple((k, v) for k, v in sorted(row.items()) if not k.startswith("perf/")) for row in csv.DictReader(f)}
+
+
+def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_path: Path) -> None:
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fault_injection", "save-loop", str(target), "32"],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "0"  # one complete checkpoint exists
+        tmp = target.with_name(target.name + TMP_SUFFIX)
+        deadline = time.monotonic() + 60
+        while not (tmp.exists() and tmp.stat().st_size > 0):  # the next save is being written
+            assert time.monotonic() < deadline, "never caught a save in progress"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    completed = [int(line) for line in proc.stdout.read().split()] if proc.stdout else []
+    last_done = max([0, *completed])
+
+    ckpt = torch.load(target, weights_only=True)  # complete and readable, not the partial write
+    assert ckpt["step"] in (last_done, last_done + 1)  # +1: killed after the rename, before the print
+    assert torch.equal(ckpt["payload"], torch.arange(32 * 2**18, dtype=torch.float32) + ckpt["step"])
+    assert find_resume_checkpoint(target.parent, tmp_path) == target  # the leftover .tmp is never picked
+
+
+def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    io = AtomicCheckpointIO()
+    for i, path in enumerate([ckpts / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt", ckpts / "last-v1.ckpt"]):
+        io.save_checkpoint({"i": i}, path)
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    assert find_resume_checkpoint(ckpts, tmp_path) == ckpts / "last-v1.ckpt"
+    os.utime(tmp_path / "hpc_ckpt_1.ckpt", ns=(2 * 10**18, 2 * 10**18))  # Lightning's SIGUSR1 save came last
+    assert find_resume_checkpoint(ckpts, tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
+    assert find_resume_checkpoint(tmp_path / "none", tmp_path / "none") is None
+
+
+@pytest.mark.slow
+def test_resume_with_changed_architecture_names_the_mismatch(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["src.cli"])  # the CLI gets `args`, not pytest's argv
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
+    run = main(["fit", "-c", config, "--run_dir", "run"])
+    # The CLI trains with the fault-tolerance pieces wired in.
+    assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert any(isinstance(cb, FiniteLoss) for cb in run.trainer.callbacks)
+    assert any(isinstance(cb, ResumeState) for cb in run.trainer.callbacks)
+    assert (in_tmp / "run" / "checkpoints" / "last.ckpt").exists()
+
+    with pytest.raises(ValueError) as err:
+        main(["fit", "-c", config, "--run_dir", "run", "--trainer.max_steps", "4", "--model.net.init_args.widths",
+              "[4, 16]"])  # fmt: skip
+    message = str(err.value)
+    assert "run/checkpoints/last.ckpt does not fit the model" in message
+    assert "model.net.init_args.widths: [4, 8] in checkpoint, [4, 16] now" in message
+    assert "net.fc.weight: checkpoint [4, 8] vs model [4, 16]" in message
+
+
+def test_nan_loss_stops_training_naming_the_step(tmp_path: Path) -> None:
+    net = ResNet(block="basic", depths=[1, 1], widths=[4, 8], stem="cifar", shortcut="A", num_classes=4, in_channels=1)
+    model = ImageClassifier(net, lr=1e30, momentum=0.0, weight_decay=0.0, schedule="constant")  # diverges at once
+    data = SyntheticDataModule(num_classes=4, in_channels=1, image_size=8, train_size=64, val_size=8, batch_size=8)
+    trainer = Trainer(
+        accelerator="cpu", max_steps=50, callbacks=[FiniteLoss()], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"training loss is (nan|inf) at global step \d+") as err:
+        trainer.fit(model, datamodule=data)
+    step = int(str(err.value).split("global step ")[1].split()[0])
+    assert 0 < step == trainer.global_step < 50  # stopped at the first bad step, long before max_steps
+    # Checked before backward: the weights are still those of the last good (finite) step.
+    assert all(torch.isfinite(p).all() for p in model.parameters())
