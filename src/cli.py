@@ -16,6 +16,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info
 
 from src.fault import RUN_DIR_HELP, fault_callbacks, fault_plugins, pin_run_dir, resume_from_run_dir
+from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_name, with_wandb
 from src.models.classifier import ImageClassifier
 
 
@@ -42,6 +43,8 @@ class ResNetCLI(LightningCLI):
         # The dataset decides the classifier's input channels and classes: one source of truth.
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
+        # W&B beside the CSV logger: project, entity, group, tags, mode (auto = offline without a login).
+        parser.add_class_arguments(WandbOptions, "wandb")
         parser.add_argument("--run_dir", type=str | None, default=None, help=RUN_DIR_HELP)
         parser.add_argument(
             "--test_after_fit",
@@ -75,9 +78,17 @@ class ResNetCLI(LightningCLI):
         given = list(callbacks) + list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             callbacks = [*callbacks, RichProgressBar()]
+        wandb = self._config_init_value("wandb")
+        name = wandb.name or run_name(self.model.net)
+        config["logger"] = with_wandb(config.get("logger"), wandb, name)
+        callbacks = [*callbacks, RunFacts(name, wandb.group, wandb.tags)]
         callbacks = [*callbacks, *fault_callbacks()]  # NaN stop, RNG state, SLURM preemption
         config["plugins"] = fault_plugins(config.get("plugins"))  # atomic checkpoint writes
         return super()._instantiate_trainer(config, callbacks)
+
+    def _config_init_value(self, key: str) -> Any:
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        return config.get(key)
 
     def config_value(self, key: str) -> Any:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -86,18 +97,22 @@ class ResNetCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
-    return ResNetCLI(
-        ImageClassifier,
-        LightningDataModule,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
-        trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-            "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
-        },
-        args=args,
-    )
+    try:
+        return ResNetCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
+            save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+                "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
+            },
+            args=args,
+        )
+    finally:
+        finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one
 
 
 if __name__ == "__main__":

@@ -1,0 +1,296 @@
+"""Run logging: W&B beside a CSV file, run names from the config, and the facts a comparison needs.
+
+- ``WandbOptions`` is the CLI's ``wandb:`` group (project, entity, group, tags, mode, ...).
+- ``mode: auto`` (the default) runs online when a W&B API key is found (``WANDB_API_KEY`` or the
+  ``~/.netrc`` entry ``wandb login`` writes) and offline otherwise; ``WANDB_MODE`` always wins.
+  Offline runs land in ``<run dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
+- ``WandbLogger`` falls back to offline if ``wandb.init`` fails online (no network, bad key,
+  server down), so a run never crashes because W&B is unreachable.
+- ``with_wandb`` puts the W&B logger *after* a CSV logger (adding one if the config has none):
+  ``metrics.csv`` and ``hparams.yaml`` are always written, which is what ``scripts/report.py``
+  reads, and the first logger's directory stays the run directory (``config.yaml``, checkpoints).
+- ``RunFacts`` logs, once per run, git commit/dirty, parameters, GMACs, hardware, precision and
+  versions as hyperparameters, and per epoch the wall time and training images per second.
+"""
+
+import netrc
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import lightning
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import WandbLogger as _WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from torch import nn
+
+from src.models.profile import count_macs, count_params
+
+REPO = Path(__file__).resolve().parents[1]
+Mode = Literal["auto", "online", "offline", "disabled"]
+
+
+@dataclass
+class WandbOptions:
+    """The ``wandb:`` config group. ``name`` defaults to one derived from the network, e.g. ``r56-full_preact-A``."""
+
+    mode: Mode = "auto"
+    project: str = "resnet-template"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    notes: str | None = None
+    log_model: bool | Literal["all"] = False  # upload checkpoints as artifacts (online only)
+    init_timeout: float = 60.0  # seconds wandb.init may wait for the server before we fall back to offline
+
+
+def network_depth(net: nn.Module) -> int | None:
+    """Depth as the papers count it: weighted layers on the main path (convs + fc), shortcuts excluded."""
+    block, stages = getattr(net, "block", None), getattr(net, "stages", None)
+    if block not in ("basic", "bottleneck") or not stages:
+        return None
+    blocks = sum(len(getattr(net, stage)) for stage in stages)
+    return blocks * (2 if block == "basic" else 3) + 2  # + stem conv + fc
+
+
+def run_name(net: nn.Module) -> str:
+    """``r56-full_preact-A`` (residual) or ``plain20-original`` (shortcut ``none``); the class name otherwise."""
+    depth = network_depth(net)
+    if depth is None:
+        return type(net).__name__.lower()
+    shortcut = getattr(net, "shortcut", None)
+    if shortcut == "none":
+        return f"plain{depth}-{net.unit}"
+    return f"r{depth}-{net.unit}-{shortcut}"
+
+
+def has_api_key() -> bool:
+    """True when wandb would find credentials without prompting: the env var or a netrc entry for its host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_mode(mode: str) -> str:
+    """The wandb mode a run will use; ``WANDB_MODE`` in the environment overrides the config."""
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    if mode not in ("auto", "online", "offline", "disabled"):
+        raise ValueError(f"wandb.mode={mode!r} is not one of auto, online, offline, disabled")
+    if mode == "auto":
+        return "online" if has_api_key() else "offline"
+    return mode
+
+
+class WandbLogger(_WandbLogger):
+    """Lightning's WandbLogger that retries offline when ``wandb.init`` fails online."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        try:
+            return super().experiment
+        except Exception as err:  # wandb raises CommError, UsageError, TimeoutError... depending on the failure
+            if self._wandb_init.get("mode") in ("offline", "disabled"):
+                raise
+            import wandb
+
+            wandb.finish()  # a half-started run would be reused by the next init
+            rank_zero_warn(
+                f"wandb.init failed online ({type(err).__name__}: {err}); logging offline instead. "
+                f"Upload later with `wandb sync {self.save_dir}/wandb/offline-run-*`."
+            )
+            self._wandb_init["mode"] = "offline"
+            self._experiment = None
+            return super().experiment
+
+
+def _as_list(logger: Any) -> list[Logger]:
+    if logger is None or logger is False:
+        return []
+    if logger is True:  # Trainer(logger=True) means "the default", which is our CSV logger
+        return [CSVLogger("runs")]
+    return list(logger) if isinstance(logger, list | tuple) else [logger]
+
+
+def with_wandb(logger: Any, options: WandbOptions, name: str) -> list[Logger] | bool:
+    """The loggers of a run: the configured ones plus, unless wandb is disabled, a WandbLogger after a CSV logger."""
+    loggers = _as_list(logger)
+    mode = resolve_mode(options.mode)
+    if logger is False or mode == "disabled":
+        return loggers or False
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):
+        loggers.insert(0, CSVLogger("runs", name=name))
+    first = loggers[0]
+    if isinstance(first, CSVLogger):
+        # Lightning starts W&B first; were the CSV dir not made yet, CSVLogger would find wandb/ in it
+        # and warn that it deletes "previous" logs.
+        _ = first.experiment
+    log_model = options.log_model
+    if mode == "offline" and log_model:
+        rank_zero_warn(f"wandb.log_model={log_model!r} needs online mode; checkpoints stay on disk only")
+        log_model = False
+    import wandb
+
+    wandb_logger = WandbLogger(
+        name=options.name or name,
+        # Inside the run directory, so everything a run produces sits in one place.
+        save_dir=str(first.log_dir) if first.log_dir else ".",
+        project=options.project,
+        entity=options.entity,
+        group=options.group,
+        tags=list(options.tags) or None,
+        notes=options.notes,
+        log_model=log_model,
+        mode=mode,
+        # wandb looks for git in save_dir, which does not exist yet: point it at this checkout.
+        settings=wandb.Settings(
+            init_timeout=options.init_timeout, git_root=str(REPO) if (REPO / ".git").exists() else None
+        ),
+    )
+    wandb_logger._wandb_init.pop("anonymous", None)  # Lightning passes it, wandb >= 0.20 warns it has no effect
+    return [*loggers, wandb_logger]
+
+
+class WandbSaveConfigCallback(SaveConfigCallback):
+    """Writes ``config.yaml`` as usual and also puts the resolved config into each W&B run's config."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, _WandbLogger):
+                logger.experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
+
+
+def git_state(cwd: Path = REPO) -> dict[str, Any]:
+    """Commit hash and whether tracked files differ from it; None values outside a git checkout."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git/commit": commit, "git/dirty": None if status is None else bool(status)}
+
+
+def cpu_name() -> str:
+    try:  # platform.processor() is empty on Linux; the kernel knows the model name
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(trainer: Trainer) -> dict[str, Any]:
+    root = trainer.strategy.root_device
+    device = torch.cuda.get_device_name(root) if root.type == "cuda" else cpu_name()
+    return {
+        "hw/accelerator": root.type,
+        "hw/device": device,
+        "hw/world_size": trainer.world_size,
+        "hw/num_nodes": trainer.num_nodes,
+        "hw/cpus": os.cpu_count(),
+        "hw/precision": str(trainer.precision),
+        "hw/strategy": type(trainer.strategy).__name__,
+        "versions/torch": str(torch.__version__),  # a TorchVersion is no plain YAML str
+        "versions/lightning": lightning.__version__,
+    }
+
+
+class RunFacts(Callback):
+    """Logs what a comparison needs beside the metrics.
+
+    Once, at the first batch (whose shape gives the input size for the FLOP count): run name,
+    group and tags, git commit/dirty, model params/GMACs/depth/unit/shortcut, hardware, precision.
+    Every training epoch: ``perf/epoch_s`` (wall time of the epoch including its validation) and
+    ``perf/images_per_s`` (training images over the time from epoch start to the last training batch,
+    summed over all processes).
+    """
+
+    def __init__(self, name: str, group: str | None = None, tags: list[str] | None = None) -> None:
+        self.facts: dict[str, Any] = {"run/name": name, "run/group": group, "run/tags": list(tags or [])}
+        self.logged = False
+        self._epoch_start = self._last_batch_end = 0.0
+        self._images = 0
+
+    def _log_facts(self, trainer: Trainer, pl_module: LightningModule, batch: Any) -> None:
+        if self.logged:
+            return
+        self.logged = True
+        if not trainer.is_global_zero:
+            return
+        facts = dict(self.facts)
+        net = getattr(pl_module, "net", pl_module)
+        facts["model/params"] = count_params(net)
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            facts["model/input"] = "x".join(map(str, x.shape[1:]))
+            facts["model/GMACs"] = count_macs(net, tuple(x.shape[1:])) / 1e9
+        facts["model/depth"] = network_depth(net)
+        for key in ("block", "unit", "shortcut"):
+            facts[f"model/{key}"] = getattr(net, key, None)
+        facts.update(git_state())
+        facts.update(hardware(trainer))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(facts)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._log_facts(trainer, pl_module, batch)
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._log_facts(trainer, pl_module, batch)
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._log_facts(trainer, pl_module, batch)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        self._images += len(x)
+        self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        now = time.perf_counter()
+        train_s = self._last_batch_end - self._epoch_start
+        # Every rank sees the same number of batches, so the global rate is world_size times ours.
+        rate = self._images * trainer.world_size / train_s if train_s > 0 else float("nan")
+        pl_module.log("perf/epoch_s", now - self._epoch_start, rank_zero_only=True)
+        pl_module.log("perf/images_per_s", rate, rank_zero_only=True)
+
+
+@rank_zero_only
+def finish_wandb() -> None:
+    """Closes the W&B run, so a second run in the same process (tests, notebooks) starts a new one."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
