@@ -1,0 +1,423 @@
+"""Turn a group of runs into a comparison report: Markdown, self-contained HTML and PNG figures.
+
+    python scripts/report.py runs/units --out reports/units              # run directories (searched recursively)
+    python scripts/report.py --wandb-project me/resnet-template --wandb-group units --out reports/units
+    python scripts/report.py --wandb-project me/resnet-template --wandb-group units --wandb-report
+
+Local inputs are the run directories the CLI writes (``metrics.csv``, ``hparams.yaml``); a directory
+with only an offline W&B run (``offline-run-*/run-*.wandb``) is read from that transaction log.
+Online, runs come from the W&B API, filtered by group and tags. Per group the report has a table
+(model, depth, unit, shortcut, params, GMACs, best val error, final test error, train time) and a
+figure of top-1 error per run, thin = train, bold = validation (the held-out curve; the test split
+is scored once, at the end, and drawn as a dot), as in the ResNet papers' figures.
+``--wandb-report`` also publishes the comparison as a W&B Report (``pip install wandb-workspaces``).
+"""
+
+import argparse
+import base64
+import csv
+import html
+import json
+import math
+import re
+import struct
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ERR_TRAIN, ERR_VAL, ERR_TEST = "train/err1", "val/err1", "test/err1"
+
+
+@dataclass
+class Run:
+    name: str
+    group: str
+    source: str  # directory or W&B path, for the reader to find it again
+    facts: dict[str, Any] = field(default_factory=dict)  # hyperparameters: model/*, hw/*, git/*, run/*
+    rows: list[dict[str, float]] = field(default_factory=list)  # logged metrics, one dict per logging call
+
+    def series(self, key: str, x: str = "step") -> list[tuple[float, float]]:
+        """(x, value) for every row that logged ``key``; x is the global step or the number of epochs done."""
+        points = []
+        for row in self.rows:
+            if key in row and x in row:
+                points.append((row[x] + 1 if x == "epoch" else row[x], row[key]))
+        return points
+
+    def best(self, key: str) -> float | None:
+        values = [v for _, v in self.series(key)]
+        return min(values) if values else None
+
+    def last(self, key: str) -> float | None:
+        values = [v for _, v in self.series(key)]
+        return values[-1] if values else None
+
+    def total(self, key: str) -> float | None:
+        values = [v for _, v in self.series(key)]
+        return sum(values) if values else None
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+class _LenientLoader(yaml.SafeLoader):
+    """Reads hparams.yaml even where Lightning wrote Python tags (``!!python/object``...): keeps the plain value."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        seq = loader.construct_sequence(node, deep=True)
+        return seq[0] if len(seq) == 1 else seq
+    return loader.construct_scalar(node)
+
+
+_LenientLoader.add_multi_constructor("tag:yaml.org,2002:python/", _untagged)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of Lightning's metrics.csv without the empty cells (each row holds the metrics of one log call)."""
+    with path.open(newline="") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {
+                k: v for k, v in ((k, _number(v)) for k, v in raw.items() if k and v not in (None, "")) if v is not None
+            }
+            rows.append(row)
+    return rows
+
+
+def read_run_dir(run_dir: Path, root: Path) -> Run:
+    hparams_file = run_dir / "hparams.yaml"
+    facts = yaml.load(hparams_file.read_text(), Loader=_LenientLoader) if hparams_file.exists() else {}
+    facts = facts or {}
+    rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
+    name = facts.get("run/name") or str(rel)
+    # Runs without a W&B group are grouped by the experiment directory, runs/<name>/version_N -> <name>.
+    group = facts.get("run/group") or (run_dir.parent.name if run_dir.name.startswith("version_") else run_dir.name)
+    return Run(name, group, str(run_dir), facts, read_metrics_csv(run_dir / "metrics.csv"))
+
+
+# The offline transaction log is LevelDB's log format: 32 KiB blocks of records, each with a
+# 7-byte header (crc32c, length, type); a record split across blocks is FIRST, MIDDLE..., LAST.
+# wandb has no public reader for it yet (PITFALLS 3), so this is best-effort: prefer metrics.csv.
+_BLOCK, _HEADER, _FULL, _LAST = 32768, 7, 1, 4
+
+
+def read_wandb_file(path: Path) -> Iterator[Any]:
+    """The protobuf records (``wandb.proto.wandb_internal_pb2.Record``) of an offline ``run-*.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    if not data.startswith(b":W&B"):
+        raise ValueError(f"{path} is not a W&B transaction log (no ':W&B' header)")
+    pos, pending = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        if _BLOCK - pos % _BLOCK < _HEADER:  # block trailer too short for a header: zero padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if kind == 0:
+            break
+        pending += data[pos + _HEADER : pos + _HEADER + length]
+        pos += _HEADER + length
+        if kind in (_FULL, _LAST):
+            record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf code, no stubs
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def read_wandb_offline(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(config, history rows, run info: name, group, tags, project) of an offline run file."""
+    config: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    for record in read_wandb_file(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            info = {"name": run.display_name, "group": run.run_group, "tags": list(run.tags), "project": run.project}
+            items = run.config.update
+        elif kind == "config":
+            items = record.config.update
+        elif kind == "history":
+            history.append({it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in record.history.item})
+            continue
+        else:
+            continue
+        for it in items:
+            config[it.key or "/".join(it.nested_key)] = json.loads(it.value_json)
+    return config, history, info
+
+
+def rows_from_wandb_history(history: Iterable[dict[str, Any]]) -> list[dict[str, float]]:
+    """W&B history rows (API ``scan_history`` or offline log) shaped like metrics.csv: ``step`` = global step."""
+    rows = []
+    for h in history:
+        row = {k: float(v) for k, v in h.items() if not k.startswith("_") and isinstance(v, int | float)}
+        if "trainer/global_step" in row:
+            row["step"] = row.pop("trainer/global_step")
+        rows.append(row)
+    return rows
+
+
+def run_from_wandb(name: str, group: str | None, source: str, config: dict[str, Any], history: Iterable[dict]) -> Run:
+    facts = {
+        k: (v.get("value", v) if isinstance(v, dict) and set(v) <= {"value", "desc"} else v) for k, v in config.items()
+    }
+    return Run(facts.get("run/name") or name, group or facts.get("run/group") or "ungrouped", source, facts,
+               rows_from_wandb_history(history))  # fmt: skip
+
+
+def find_runs(paths: Iterable[Path]) -> list[Run]:
+    """Every run under ``paths``: directories with a metrics.csv, else offline W&B runs without one."""
+    runs: list[Run] = []
+    for root in paths:
+        if not root.exists():
+            raise FileNotFoundError(f"run directory {root} does not exist")
+        csv_dirs = sorted(p.parent for p in root.rglob("metrics.csv"))
+        runs += [read_run_dir(d, root) for d in csv_dirs]
+        covered = [d.resolve() for d in csv_dirs]
+        for log in sorted(root.rglob("run-*.wandb")):
+            if any(parent in covered for parent in log.resolve().parents):
+                continue  # the CSV beside it is the primary record
+            config, history, info = read_wandb_offline(log)
+            runs.append(
+                run_from_wandb(info.get("name") or log.parent.name, info.get("group"), str(log.parent), config, history)
+            )
+        if not runs:
+            raise FileNotFoundError(f"no metrics.csv or offline-run-*/run-*.wandb under {root}")
+    return runs
+
+
+def wandb_filters(group: str | None, tags: list[str]) -> dict[str, Any]:
+    """The MongoDB-style filter of ``wandb.Api().runs``: a group and all of the tags."""
+    filters: dict[str, Any] = {}
+    if group:
+        filters["group"] = group
+    if tags:
+        filters["$and"] = [{"tags": {"$in": [t]}} for t in tags]
+    return filters
+
+
+def fetch_wandb_runs(project: str, group: str | None, tags: list[str], timeout: int = 30) -> list[Run]:
+    """Runs of ``entity/project`` from the W&B API; a clear error when the server cannot be reached."""
+    import wandb
+
+    try:
+        api = wandb.Api(timeout=timeout)
+        runs = []
+        for r in api.runs(project, filters=wandb_filters(group, tags)):
+            history = r.scan_history()
+            runs.append(run_from_wandb(r.name, r.group, f"{project}/{r.id}", dict(r.config), history))
+    except Exception as err:  # no key, no network, no project: wandb raises several types
+        raise RuntimeError(f"could not read runs of W&B project {project!r} ({type(err).__name__}: {err})") from err
+    if not runs:
+        raise RuntimeError(f"W&B project {project!r} has no runs matching {wandb_filters(group, tags)}")
+    return runs
+
+
+# ---------------------------------------------------------------- the report
+
+COLUMNS = [  # header, how to get it, format
+    ("run", lambda r: r.name, "{}"),
+    ("depth", lambda r: r.facts.get("model/depth"), "{}"),
+    ("block", lambda r: r.facts.get("model/block"), "{}"),
+    ("unit", lambda r: r.facts.get("model/unit"), "{}"),
+    ("shortcut", lambda r: r.facts.get("model/shortcut"), "{}"),
+    ("params (M)", lambda r: _scaled(r.facts.get("model/params"), 1e-6), "{:.3f}"),
+    ("GMACs", lambda r: r.facts.get("model/GMACs"), "{:.3g}"),
+    ("epochs", lambda r: len(r.series("perf/epoch_s")) or None, "{}"),
+    ("best val err (%)", lambda r: r.best(ERR_VAL), "{:.2f}"),
+    ("final test err (%)", lambda r: r.last(ERR_TEST), "{:.2f}"),
+    ("train time (s)", lambda r: r.total("perf/epoch_s"), "{:.1f}"),
+    ("images/s", lambda r: r.last("perf/images_per_s"), "{:.0f}"),
+]
+
+
+def _scaled(value: Any, factor: float) -> float | None:
+    return None if value is None else float(value) * factor
+
+
+def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    header = [c[0] for c in COLUMNS]
+    body = []
+    for run in runs:
+        cells = []
+        for _, get, fmt in COLUMNS:
+            value = get(run)
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            cells.append("–" if missing else fmt.format(value))
+        body.append(cells)
+    return header, body
+
+
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
+    align = ["---" if i < 5 else "---:" for i in range(len(header))]  # text left, numbers right
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step") -> Path:
+    """Top-1 error (%) per run: thin = train, bold = validation, dot = final test (ResNet papers' style)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
+    handles = []
+    for i, run in enumerate(runs):
+        color = colors[i % len(colors)]
+        for key, width in ((ERR_TRAIN, 1.0), (ERR_VAL, 2.6)):
+            points = run.series(key, x)
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True), color=color, linewidth=width, marker="." if len(points) < 20 else None
+                )
+        test = run.series(ERR_TEST, x)
+        if test:
+            ax.plot(*test[-1], "o", color=color, markersize=8, markeredgecolor="black")
+        handles.append(Line2D([], [], color=color, linewidth=2.6, label=run.name))
+    styles = [
+        Line2D([], [], color="gray", linewidth=1.0, label="train (thin)"),
+        Line2D([], [], color="gray", linewidth=2.6, label="val (bold)"),
+        Line2D([], [], color="gray", marker="o", linestyle="", markeredgecolor="black", label="final test"),
+    ]
+    ax.add_artist(ax.legend(handles=handles, title="run", loc="upper right", fontsize=9))
+    ax.legend(handles=styles, loc="lower left", fontsize=9)
+    ax.set_xlabel("iterations (optimizer steps)" if x == "step" else "epochs")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "runs"
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    return groups
+
+
+def write_report(runs: list[Run], out: Path, title: str = "Run comparison", x: str = "step") -> dict[str, Path]:
+    """Writes ``report.md``, ``report.html`` (figures inlined) and ``figures/<group>.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", ""]
+    body_html = [f"<h1>{html.escape(title)}</h1>"]
+    legend = "Top-1 error (%): thin = train, bold = validation, dot = final test."
+    for group, members in group_runs(runs).items():
+        header, rows = table(members)
+        figure = plot_errors(members, f"{group}: top-1 error", out / "figures" / f"{_slug(group)}.png", x)
+        rel = figure.relative_to(out).as_posix()
+        md += [f"## {group}", "", markdown_table(header, rows), "", f"![{group}: top-1 error]({rel})", "", legend, ""]
+        png = base64.b64encode(figure.read_bytes()).decode()
+        body_html += [
+            f"<h2>{html.escape(group)}</h2>",
+            html_table(header, rows),
+            f'<figure><img src="data:image/png;base64,{png}" alt="{html.escape(group)}: top-1 error">'
+            f"<figcaption>{legend}</figcaption></figure>",
+        ]
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
+        "td:nth-child(-n+5){text-align:left}img{max-width:100%}"
+    )
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body_html)}</body></html>"  # noqa: E501
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(page)
+    return {"markdown": out / "report.md", "html": out / "report.html", "figures": out / "figures"}
+
+
+def wandb_report(entity: str, project: str, groups: list[str], title: str) -> Any:
+    """The same comparison as a W&B Report: per group a runs table and the train/val error curves.
+
+    Built offline; ``.save()`` needs the network and a login (the runs must be synced first).
+    """
+    try:
+        import wandb_workspaces.reports.v2 as wr
+    except ImportError as err:
+        raise RuntimeError("--wandb-report needs wandb-workspaces: pip install 'resnet-template[report]'") from err
+    blocks: list[Any] = [wr.P("Top-1 error (%) per run: train and validation; table columns from the run config.")]
+    for group in groups:
+        blocks += [
+            wr.H2(group),
+            wr.PanelGrid(
+                runsets=[wr.Runset(entity=entity, project=project, name=group, filters=f"Group = '{group}'")],
+                panels=[
+                    wr.LinePlot(title="top-1 error (%)", x="trainer/global_step", y=[ERR_TRAIN, ERR_VAL]),
+                    wr.BarPlot(title="final test error (%)", metrics=[ERR_TEST]),
+                ],
+            ),
+        ]
+    return wr.Report(entity=entity, project=project, title=title, blocks=blocks)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories or folders holding them")
+    parser.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder (default %(default)s)")
+    parser.add_argument("--title", default="Run comparison")
+    parser.add_argument("--x", choices=["step", "epoch"], default="step", help="x axis of the curves")
+    parser.add_argument("--wandb-project", help="read runs from W&B instead: entity/project")
+    parser.add_argument("--wandb-group", help="only runs of this W&B group")
+    parser.add_argument("--wandb-tag", action="append", default=[], help="only runs with this tag (repeatable)")
+    parser.add_argument("--wandb-report", action="store_true", help="also publish a W&B Report (online)")
+    parser.add_argument("--wandb-timeout", type=int, default=30, help="seconds per W&B API request")
+    args = parser.parse_args(argv)
+    if bool(args.runs) == bool(args.wandb_project):
+        parser.error("give run directories or --wandb-project entity/project (one of the two)")
+    if args.wandb_report and (not args.wandb_project or "/" not in args.wandb_project):
+        parser.error("--wandb-report needs --wandb-project entity/project")
+    try:
+        if args.wandb_project:
+            runs = fetch_wandb_runs(args.wandb_project, args.wandb_group, args.wandb_tag, args.wandb_timeout)
+        else:
+            runs = find_runs(args.runs)
+        outputs = write_report(runs, args.out, args.title, args.x)
+        print(f"{len(runs)} runs -> {outputs['markdown']}, {outputs['html']}, {outputs['figures']}/")
+        if args.wandb_report:
+            entity, project = args.wandb_project.split("/", 1)
+            report = wandb_report(entity, project, list(group_runs(runs)), args.title)
+            try:
+                report.save()
+            except Exception as err:
+                raise RuntimeError(f"could not save the W&B Report to {entity}/{project}: {err}") from err
+            print(f"W&B Report: {report.url}")
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        sys.exit(f"report.py: {err}")
+    return outputs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+import base64
+import csv
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+
+from scripts import report
+from src.models.profile import count_params
+from src.models.resnet import ResNet
+from tests.tiny_runs import fit, isolate_wandb, tiny_args
+
+RUNS = {  # run name: (group, extra CLI args)
+    "r8-original-A": ("units", []),
+    "r8-full_preact-A": ("units", ["--model.net.init_args.unit=full_preact"]),
+    "plain8-original": ("plain", ["--model.net.init_args.shortcut=none"]),
+}
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Three real tiny runs, W&B offline: two in group 'units', one in 'plain'."""
+    root = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate_wandb(mp, root / "home")
+        mp.setenv("WANDB_MODE", "offline")
+        for name, (group, extra) in RUNS.items():
+            fit(tiny_args(root / "runs", name, f"--wandb.group={group}", *extra))
+    yield root / "runs"
+
+
+def csv_column(run_dir: Path, key: str) -> list[float]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def markdown_rows(md: str) -> dict[str, dict[str, str]]:
+    """Table rows of the report keyed by run name, as {column: cell}."""
+    rows, header = {}, None
+    for line in md.splitlines():
+        if not line.startswith("|") or line.startswith("| ---"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "run":
+            header = cells
+        else:
+            assert header is not None
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_report_table_matches_the_metrics_files(run_root: Path, tmp_path: Path) -> None:
+    out = report.main([str(run_root), "--out", str(tmp_path / "out")])
+    md = out["markdown"].read_text()
+    assert sorted(re.findall(r"^## (.+)$", md, flags=re.M)) == ["plain", "units"]
+    rows = markdown_rows(md)
+    assert set(rows) == set(RUNS)  # one row per run
+    for run_dir in sorted(run_root.glob("*/version_*")):
+        name = run_dir.parent.name
+        row = rows[name]
+        assert float(row["best val err (%)"]) == pytest.approx(min(csv_column(run_dir, "val/err1")), abs=0.005)
+        assert float(row["final test err (%)"]) == pytest.approx(csv_column(run_dir, "test/err1")[-1], abs=0.005)
+        assert float(row["train time (s)"]) == pytest.approx(sum(csv_column(run_dir, "perf/epoch_s")), abs=0.05)
+        assert row["epochs"] == "2"
+        init_args = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["net"]["init_args"]
+        net = ResNet(**{**init_args, "num_classes": 10, "in_channels": 1})
+        assert float(row["params (M)"]) == pytest.approx(count_params(net) / 1e6, abs=5e-4)
+        assert (row["unit"], row["shortcut"], row["depth"]) == (net.unit, net.shortcut, "8")
+
+
+def test_figures_are_pngs_and_the_html_is_self_contained(run_root: Path, tmp_path: Path) -> None:
+    out = report.main([str(run_root), "--out", str(tmp_path / "out"), "--x", "epoch"])
+    figures = sorted(out["figures"].glob("*.png"))
+    assert [f.name for f in figures] == ["plain.png", "units.png"]
+    page = out["html"].read_text()
+    for figure in figures:
+        data = figure.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        pixels = matplotlib.image.imread(figure)
+        assert pixels.shape[:2] == (600, 960) and pixels.std() > 0.05  # 8x5 in at 120 dpi, not blank
+        assert base64.b64encode(data).decode() in page  # inlined, so the HTML travels alone
+    assert 'src="figures/' not in page and "<td>r8-full_preact-A</td>" in page
+    assert "](figures/units.png)" in out["markdown"].read_text()
+
+
+def test_offline_wandb_runs_give_the_same_numbers_as_the_csv(run_root: Path) -> None:
+    """The W&B history path (API or offline log) and the CSV path agree, so online reports match local ones."""
+    for run_dir in sorted(run_root.glob("*/version_*")):
+        (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+        config, history, info = report.read_wandb_offline(log)
+        from_wandb = report.run_from_wandb(info["name"], info["group"], str(log), config, history)
+        from_csv = report.read_run_dir(run_dir, run_root)
+        assert (from_wandb.name, from_wandb.group) == (from_csv.name, from_csv.group) == (
+            run_dir.parent.name, RUNS[run_dir.parent.name][0])  # fmt: skip
+        for key in (report.ERR_VAL, report.ERR_TRAIN):
+            assert from_wandb.series(key) == pytest.approx(from_csv.series(key))
+        assert from_wandb.last(report.ERR_TEST) == pytest.approx(from_csv.last(report.ERR_TEST))
+
+
+def test_offline_wandb_dir_alone_is_a_report_input(run_root: Path, tmp_path: Path) -> None:
+    run_dir = next(run_root.glob("r8-original-A/version_*"))
+    (wandb_dir,) = run_dir.glob("wandb/offline-run-*")
+    out = report.main([str(wandb_dir), "--out", str(tmp_path / "out")])
+    rows = markdown_rows(out["markdown"].read_text())
+    assert list(rows) == [run_dir.parent.name]
+
+
+def test_errors_name_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit, match=f"run directory {tmp_path / 'nope'} does not exist"):
+        report.main([str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match=f"no metrics.csv or offline-run-\\*/run-\\*.wandb under {tmp_path}"):
+        report.main([str(tmp_path)])
+    (tmp_path / "bad.wandb").write_bytes(b"not a log")
+    with pytest.raises(ValueError, match=r"bad\.wandb is not a W&B transaction log"):
+        list(report.read_wandb_file(tmp_path / "bad.wandb"))
+
+
+def test_wandb_api_filters_and_an_unreachable_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert report.wandb_filters("units", ["cifar", "seed0"]) == {
+        "group": "units",
+        "$and": [{"tags": {"$in": ["cifar"]}}, {"tags": {"$in": ["seed0"]}}],
+    }
+    isolate_wandb(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    args = ["--wandb-project", "me/resnet", "--wandb-group", "units", "--wandb-timeout", "3", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match="could not read runs of W&B project 'me/resnet'"):
+        report.main(args)
+
+
+def test_wandb_report_is_built_offline_and_save_needs_a_login(tmp_path: Path, monkeypatch) -> None:
+    wr = pytest.importorskip("wandb_workspaces.reports.v2", reason="optional extra: pip install wandb-workspaces")
+    built = report.wandb_report("me", "resnet", ["units", "plain"], "Units")
+    assert (built.entity, built.project, built.title) == ("me", "resnet", "Units")
+    grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]
+    assert [g.runsets[0].filters for g in grids] == ["Group = 'units'", "Group = 'plain'"]
+    assert grids[0].panels[0].y == [report.ERR_TRAIN, report.ERR_VAL]
+    isolate_wandb(monkeypatch, tmp_path / "home")  # no API key anywhere
+    with pytest.raises(Exception, match="not logged in"):
+        built.save()
