@@ -9,10 +9,10 @@ Everything a run writes lands in ``runs/<name>/version_<n>/``: ``config.yaml``,
 from typing import Any
 
 import torch
+from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info
 
 from src.fault import RUN_DIR_HELP, fault_callbacks, fault_plugins, pin_run_dir, resume_from_run_dir
@@ -53,6 +53,14 @@ class ResNetCLI(LightningCLI):
             help="after `fit`, test the best checkpoint on the test split and print the result",
         )
 
+    def instantiate_classes(self) -> None:
+        # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) is a config error:
+        # report it like a parse error, with exit code 2 and no traceback, before any training.
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            self.parser.error(f"invalid configuration: {e}")
+
     def before_instantiate_classes(self) -> None:
         # A stable run directory (explicit, or the SLURM job's) for checkpoints and logs.
         pin_run_dir(self.config[self.subcommand] if self.subcommand else self.config)
@@ -61,7 +69,7 @@ class ResNetCLI(LightningCLI):
         resume_from_run_dir(self.config_init["fit"], self.trainer)  # no-op without a run dir or checkpoint
 
     def after_fit(self) -> None:
-        if not self.config_value("test_after_fit") or self.trainer.fast_dev_run:
+        if not self.config_value("test_after_fit") or getattr(self.trainer, "fast_dev_run", False):
             return
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") or None

@@ -62,6 +62,10 @@ class ImageClassifier(L.LightningModule):
     (x ``gamma`` when ``val/err1`` stops improving: the ImageNet paper), ``cosine``,
     ``constant``; each optionally preceded by ``warmup_steps`` of warm-up starting at
     ``warmup_start_factor`` x lr, ramping linearly or held constant (ResNet-110).
+
+    Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
+    ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
+    ``compile`` compiles the network in place with torch.compile.
     """
 
     def __init__(
@@ -81,6 +85,10 @@ class ImageClassifier(L.LightningModule):
         warmup_steps: int = 0,
         warmup_start_factor: float = 0.1,
         warmup_mode: Literal["linear", "constant"] = "linear",
+        lr_scaling: Literal["none", "linear"] = "none",
+        base_batch_size: int = 256,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         for key, value in dict(lr=lr, warmup_start_factor=warmup_start_factor).items():
@@ -93,8 +101,12 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones={list(milestones)} must be increasing")
+        if base_batch_size <= 0:
+            raise ValueError(f"base_batch_size={base_batch_size} must be positive")
         self.save_hyperparameters()
-        self.net = net
+        # Before DDP wraps the net (torch#47163); inputs follow in forward().
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = net.to(memory_format=self.memory_format)
         fc = getattr(net, "fc", None)
         if not isinstance(fc, nn.Linear):
             raise ValueError(f"net {type(net).__name__} has no nn.Linear 'fc' head to read num_classes from")
@@ -109,8 +121,15 @@ class ImageClassifier(L.LightningModule):
     def stage_metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
+    def configure_model(self) -> None:
+        # nn.Module.compile() compiles in place, so state_dict keys (and checkpoints) stay
+        # those of the plain net, unlike `self.net = torch.compile(self.net)` (PL#20233).
+        if self.hparams["compile"] and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self._compiled = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -178,9 +197,31 @@ class ImageClassifier(L.LightningModule):
             return max(1, int(total) // max(1, trainer.max_epochs or 1))
         return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
 
+    def global_batch_size(self) -> int | None:
+        """Images per optimizer step over all processes; None when the DataModule has no batch_size."""
+        per_device = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if per_device is None:
+            return None
+        return int(per_device) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def scaled_lr(self) -> float:
+        """``lr``, or with ``lr_scaling: linear`` lr x global_batch / base_batch_size (Goyal et al. 2017).
+
+        The papers' lr 0.1 is for batch 256 (ImageNet) or 128 (CIFAR: set base_batch_size 128);
+        on 8 GPUs x 64 images the linear rule gives 0.1 x 512 / 256 = 0.2.
+        """
+        lr, hp = self.hparams["lr"], self.hparams
+        if hp["lr_scaling"] == "none":
+            return lr
+        batch = self.global_batch_size()
+        if batch is None:
+            raise ValueError("lr_scaling='linear' needs a DataModule with a batch_size attribute")
+        return lr * batch / hp["base_batch_size"]
+
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = SGD(self.param_groups(), lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"])
+        lr = self.scaled_lr()
+        optimizer = SGD(self.param_groups(), lr=lr, momentum=hp["momentum"], nesterov=hp["nesterov"])
         total = int(min(self.trainer.estimated_stepping_batches, 2**62))
         scale = self.steps_per_epoch() if hp["milestone_unit"] == "epoch" else 1
         factor = LRFactor(
