@@ -53,7 +53,6 @@ data:
   class_path: src.data.synthetic.SyntheticDataModule
   init_args: {{num_classes: 4, in_channels: 1, image_size: {image_size}, train_size: 64, val_size: 16, batch_size: 8}}
 test_after_fit: false
-wandb: {{mode: disabled}}
 """
 
 
