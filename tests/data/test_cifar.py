@@ -5,6 +5,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -111,11 +112,11 @@ def test_missing_truncated_and_malformed_files_are_named(tmp_path: Path) -> None
 # --- configs ------------------------------------------------------------------------------
 
 
-def run_cli(args: list[str]) -> None:
+def run_cli(args: list[str]) -> Any:
     from src.cli import main
 
     with mock.patch("sys.argv", ["src.cli"]):
-        main(args)
+        return main(args)
 
 
 @pytest.mark.parametrize("name", CIFAR_CONFIGS)
@@ -141,15 +142,19 @@ def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in CIFAR_CONFIGS])
 def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> None:
-    run_cli(
+    steps = 1 if name in DEEP else 2  # ResNet-1202 takes seconds per step on 2 cores
+    cli = run_cli(
         [
             "fit", "-c", f"configs/cifar/{name}.yaml", f"--data.init_args.data_dir={cifar10_dir}",
-            "--data.init_args.val_size=8", "--data.init_args.batch_size=4", "--trainer.max_steps=2",
-            "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
-            "--test_after_fit=false",
+            "--data.init_args.val_size=8", "--data.init_args.batch_size=2", f"--trainer.max_steps={steps}",
+            f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=1",
+            "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--test_after_fit=false",
+            "--checkpoint.save_top_k=0", "--checkpoint.save_last=false",  # ResNet-1202 has 19M parameters
         ]
     )  # fmt: skip
-    assert list(in_tmp.glob(f"runs/cifar_{name}/*/checkpoints/last.ckpt"))
+    metrics = cli.trainer.callback_metrics
+    # Validation ran; its value after 1-2 steps means little (BN running statistics barely moved).
+    assert cli.trainer.global_step == steps and torch.isfinite(metrics["train/loss_epoch"]) and "val/loss" in metrics
 
 
 def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path) -> None:
