@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_U
 packages=(dataset-fashion-mnist)  # official Fashion-MNIST idx files, offline
 ((dev)) && packages+=(slurmctld slurmd slurm-client munge)
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq "${packages[@]}" >/dev/null ||
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null ||
         echo "warning: apt-get could not install ${packages[*]}" >&2
 elif [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
     echo "note: not root on Debian; Fashion-MNIST will be downloaded into ./data on first use" >&2

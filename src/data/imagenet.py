@@ -10,7 +10,7 @@ Train (He et al. 2015, Sec. 3.4): the shorter side resized to a random length in
 ("lighting") noise and per-channel normalisation; or ``train_crop: random_resized`` for the
 later, common RandomResizedCrop recipe. Eval: resize 256, center 224; ``ten_crop_test`` gives
 ``test`` the paper's 10-crop batches ``[B, 10, C, H, W]`` (average the crops' softmax with
-``ten_crop_probs``).
+``src.models.classifier.multi_crop_probs``).
 """
 
 import json
@@ -143,12 +143,6 @@ class TenCropStack:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return torch.stack([self.to_tensor(crop) for crop in self.crops(img)])
-
-
-def ten_crop_probs(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities ``[B, K]`` of multi-crop inputs ``[B, n, C, H, W]``: the mean of the crops' softmax."""
-    b, n = x.shape[:2]
-    return model(x.flatten(0, 1)).softmax(dim=-1).view(b, n, -1).mean(dim=1)
 
 
 class ImageNetDataModule(L.LightningDataModule):

@@ -50,6 +50,13 @@ class LRFactor:
         return factor
 
 
+def multi_crop_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities ``[B, K]`` of multi-crop inputs ``[B, n, C, H, W]``: the mean of the
+    crops' softmax, as the ResNet paper's 10-crop testing averages its scores."""
+    b, n = x.shape[:2]
+    return model(x.flatten(0, 1)).softmax(dim=-1).view(b, n, -1).mean(dim=1)
+
+
 class ImageClassifier(L.LightningModule):
     """Wraps an image classifier network (``net``, e.g. ``src.models.resnet.ResNet``).
 
@@ -133,6 +140,12 @@ class ImageClassifier(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
+        if x.ndim == 5:  # multi-crop test batch [B, crops, C, H, W] (ImageNet 10-crop testing)
+            probs = multi_crop_probs(self, x)
+            loss = F.nll_loss(probs.clamp_min(1e-12).log(), y)
+            self.stage_metrics(stage).update(probs, y)
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
+            return loss
         logits = self(x)
         smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
@@ -159,7 +172,7 @@ class ImageClassifier(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; the batch may carry labels or not."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=-1)
+        return multi_crop_probs(self, x) if x.ndim == 5 else self(x).softmax(dim=-1)
 
     def _log_epoch(self, stage: str) -> None:
         # compute() all-reduces the metric state across DDP ranks, so every rank logs

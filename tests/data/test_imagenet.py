@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from unittest import mock
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -18,8 +19,8 @@ from src.data.imagenet import (
     IMAGENET_STD,
     CorruptImageError,
     ImageNetDataModule,
-    ten_crop_probs,
 )
+from src.models.classifier import ImageClassifier, multi_crop_probs
 from src.models.resnet import ResNet
 from tests.data.conftest import CLASSES, corrupt_file, write_imagefolder, write_jpeg
 
@@ -80,11 +81,26 @@ def test_ten_crop_test_averages_the_crops_softmax(imagenet_dir: Path) -> None:
     torch.testing.assert_close(x[1], torch.stack([to_tensor(c) for c in crops]))
     net = ResNet("basic", [1, 1], [8, 16], stem="cifar", num_classes=3).eval()
     with torch.no_grad():
-        probs = ten_crop_probs(net, x)
+        probs = multi_crop_probs(net, x)
         expected = torch.stack([net(x[i]).softmax(-1).mean(0) for i in range(len(x))])
     assert probs.shape == (4, 3)
     torch.testing.assert_close(probs, expected)
     torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+
+
+def test_ten_crop_test_through_the_trainer_scores_the_averaged_prediction(imagenet_dir: Path, tmp_path: Path) -> None:
+    data = dm(imagenet_dir, ten_crop_test=True, crop_size=48, eval_resize=56, scale_range=(56, 64))
+    model = ImageClassifier(ResNet("basic", [1, 1], [8, 16], stem="cifar", num_classes=3))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    (results,) = trainer.test(model, data, verbose=False)
+    data.setup("test")
+    model.eval()
+    with torch.no_grad():
+        batches = list(data.test_dataloader())
+        preds = torch.cat([multi_crop_probs(model.net, x).argmax(-1) for x, _ in batches])
+        labels = torch.cat([y for _, y in batches])
+    assert results["test/acc1"] == pytest.approx(100 * (preds == labels).float().mean().item())
+    assert torch.cat(trainer.predict(model, data.test_dataloader())).shape == (len(labels), 3)
 
 
 def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:

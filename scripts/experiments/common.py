@@ -1,0 +1,155 @@
+"""Shared runner of the paper reproductions: a list of CLI runs -> local processes or SLURM jobs -> report.
+
+An experiment is a name and a list of runs; a run is a name and the command-line overrides that
+turn the base config into that variant. Every run is an ordinary ``python -m src.cli fit`` with
+``--wandb.group <experiment>``, so it can also be re-run, resumed or inspected on its own.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from src.models.resnet import cifar_depths  # noqa: E402
+
+CIFAR_FILES = "cifar-10-batches-py/data_batch_1"
+DATA_FRAGMENTS = {"cifar10": "configs/data/cifar10.yaml", "fmnist": "configs/data/fashion_mnist.yaml"}
+# The two base recipes: the paper's CIFAR schedule, and a shorter one on Fashion-MNIST (offline).
+BASE = {"cifar10": "configs/cifar/resnet20.yaml", "fmnist": "configs/fmnist/resnet20.yaml"}
+
+
+@dataclass
+class Run:
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    config: str | None = None  # replaces the dataset's base config for this run
+
+
+def net_args(**init_args: object) -> list[str]:
+    """``--model.net.init_args.KEY=VALUE`` overrides (lists in YAML flow syntax)."""
+    out = []
+    for key, value in init_args.items():
+        text = "[" + ", ".join(map(str, value)) + "]" if isinstance(value, list | tuple) else str(value)
+        out.append(f"--model.net.init_args.{key}={text}")
+    return out
+
+
+def cifar_depth_args(depth: int, block: str = "basic", **init_args: object) -> list[str]:
+    """Overrides for a 3-stage CIFAR net of ``depth`` layers (6n+2 basic, 9n+2 bottleneck)."""
+    return net_args(block=block, depths=cifar_depths(depth, block), **init_args)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--dataset",
+        choices=["auto", "cifar10", "fmnist"],
+        default="auto",
+        help="cifar10 with the paper's schedule when its files are in --data-dir, else Fashion-MNIST (offline)",
+    )
+    p.add_argument("--data-dir", default="./data", help="where cifar-10-batches-py/ lives")
+    p.add_argument("--epochs", type=int, help="Fashion-MNIST epochs (default: the config's 30)")
+    p.add_argument("--limit-train-batches", type=float, help="fraction of each training epoch (CPU budgets)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 2 batches per run (CI)")
+    p.add_argument("--jobs", type=int, default=1, help="local runs in parallel (threads split among them)")
+    p.add_argument("--out", type=Path, help="root of the runs (default runs/experiments/<name>)")
+    p.add_argument("--report", type=Path, help="report folder (default reports/<name>)")
+    p.add_argument("--slurm", action="store_true", help="submit each run with scripts/slurm/submit.py instead")
+    p.add_argument("--slurm-arg", action="append", default=[], help="passed to submit.py (repeatable)")
+    return p
+
+
+def dataset(args: argparse.Namespace) -> str:
+    if args.dataset != "auto":
+        return args.dataset
+    return "cifar10" if (Path(args.data_dir) / CIFAR_FILES).exists() else "fmnist"
+
+
+def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[str]:
+    ds = dataset(args)
+    cmd = ["-c", run.config or BASE[ds]]
+    if run.config:  # another recipe (e.g. ResNet-34's) composed with this dataset
+        cmd += ["-c", DATA_FRAGMENTS[ds]]
+    if ds == "cifar10":
+        cmd.append(f"--data.init_args.data_dir={args.data_dir}")
+    cmd += run.overrides
+    cmd += [
+        f"--wandb.group={name}",
+        f"--wandb.name={run.name}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.logger.init_args.name={run.name}",
+    ]
+    if ds == "fmnist" and args.epochs:
+        cmd.append(f"--trainer.max_epochs={args.epochs}")
+    if args.limit_train_batches:
+        cmd.append(f"--trainer.limit_train_batches={args.limit_train_batches}")
+    if args.quick:
+        cmd += [
+            "--trainer.max_epochs=1",
+            "--trainer.max_steps=-1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.limit_test_batches=2",
+            "--trainer.enable_progress_bar=false",
+        ]
+    return cmd
+
+
+def run_local(cmds: dict[str, list[str]], jobs: int, log_dir: Path) -> None:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(item: tuple[str, list[str]]) -> tuple[str, int, float]:
+        name, cmd = item
+        start = time.perf_counter()
+        with open(log_dir / f"{name}.log", "w") as log:
+            rc = subprocess.call(
+                [sys.executable, "-m", "src.cli", "fit", *cmd], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return name, rc, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(one, cmds.items()))
+    for name, rc, seconds in results:
+        print(f"{name}: {'ok' if rc == 0 else f'FAILED (exit {rc}), see {log_dir / name}.log'} in {seconds:.0f} s")
+    failed = [name for name, rc, _ in results if rc]
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+
+
+def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> None:
+    for cmd in cmds.values():
+        config, rest = cmd[1], cmd[2:]
+        submit_cmd = [sys.executable, "scripts/slurm/submit.py", config, "--group", name, *args.slurm_arg, "--", *rest]
+        print("$", " ".join(submit_cmd), flush=True)
+        subprocess.run(submit_cmd, cwd=REPO, check=True)
+    print(f"submitted {len(cmds)} jobs; when they finish: python scripts/report.py runs --out reports/{name}")
+
+
+def main(name: str, title: str, runs: list[Run], args: argparse.Namespace) -> Path | None:
+    """Runs ``runs`` (locally or on SLURM) and writes the report; returns the report folder."""
+    root = (args.out or REPO / "runs" / "experiments" / name).resolve()
+    report = (args.report or REPO / "reports" / name).resolve()
+    cmds = {run.name: command(run, name, args, root) for run in runs}
+    print(f"{name}: {len(runs)} runs on {dataset(args)} -> {root}", flush=True)
+    if args.slurm:
+        submit(cmds, args, name)
+        return None
+    start = time.perf_counter()
+    run_local(cmds, args.jobs, root / "logs")
+    print(f"{name}: all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+    subprocess.run(
+        [sys.executable, "scripts/report.py", str(root), "--out", str(report), "--title", title, "--x", "epoch"],
+        cwd=REPO,
+        check=True,
+    )
+    print(f"report: {report / 'report.md'}")
+    return report

@@ -1,0 +1,32 @@
+"""Experiment 3, shortcut options A/B/C (ResNet paper Table 3) on a CIFAR-size net and on ResNet-34.
+
+Paper (ImageNet top-1 error, 10-crop, ResNet-34): A 25.03, B 24.52, C 24.19: B is slightly better
+than A (the zero-padded channels learn no residual), C marginally better than B (more parameters).
+
+    python scripts/experiments/shortcuts.py                 # ResNet-32 and ResNet-34 recipes
+    python scripts/experiments/shortcuts.py --no-resnet34   # the CIFAR-size net only
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scripts.experiments.common import Run, cifar_depth_args, main, parser
+
+
+def runs(cifar_depth: int, resnet34: bool) -> list[Run]:
+    out = [Run(f"r{cifar_depth}-{s}", cifar_depth_args(cifar_depth, shortcut=s)) for s in "ABC"]
+    if resnet34:  # the ImageNet recipe (7x7 stem, [3,4,6,3]) on this dataset's images
+        out += [Run(f"r34-{s}", [f"--model.net.init_args.shortcut={s}"], config="configs/r34.yaml") for s in "ABC"]
+    return out
+
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--cifar-depth", type=int, default=32, help="6n+2")
+    p.add_argument("--no-resnet34", action="store_true")
+    args = p.parse_args()
+    main(
+        "shortcuts", "Shortcut options A/B/C (ResNet paper Table 3)", runs(args.cifar_depth, not args.no_resnet34), args
+    )
