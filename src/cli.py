@@ -63,7 +63,7 @@ class ResNetCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         # A stable run directory (explicit, or the SLURM job's) for checkpoints and logs.
-        pin_run_dir(self.config[self.subcommand] if self.subcommand else self.config)
+        pin_run_dir(self._of_subcommand(self.config))
 
     def before_fit(self) -> None:
         resume_from_run_dir(self.config_init["fit"], self.trainer)  # no-op without a run dir or checkpoint
@@ -95,12 +95,15 @@ class ResNetCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def _config_init_value(self, key: str) -> Any:
-        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        return config.get(key)
+        """``key`` of the instantiated config (objects), of the running subcommand."""
+        return self._of_subcommand(self.config_init).get(key)
 
     def config_value(self, key: str) -> Any:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        return config.get(key)
+        """``key`` of the parsed config (plain values), of the running subcommand."""
+        return self._of_subcommand(self.config).get(key)
+
+    def _of_subcommand(self, config: Any) -> Any:
+        return config[self.subcommand] if self.subcommand else config
 
 
 def main(args: list[str] | None = None) -> ResNetCLI:

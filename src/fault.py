@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
@@ -255,11 +256,19 @@ class ResumeState(Callback):
     """
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": _collect_rng_states(include_cuda=torch.cuda.is_available())}
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        # numpy's state holds an ndarray, which torch.load(weights_only=True) refuses (so would
+        # `python -m src.cli test --ckpt_path ...`): store its keys as a tensor instead.
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+        return {"rng": states}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "rng" in state_dict:
-            _set_rng_states(state_dict["rng"])
+            states = dict(state_dict["rng"])
+            name, keys, pos, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
+            _set_rng_states(states)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.ckpt_path:

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ EXPERIMENTS = sorted(
 
 
 def run_cli(*args: str) -> object:
-    return main(list(args))
+    with mock.patch("sys.argv", ["src.cli"]):  # pytest's own argv is not the CLI's
+        return main(list(args))
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=str)
@@ -122,8 +124,9 @@ def test_quickstart_trains_on_fashion_mnist_and_saved_config_reproduces_test(in_
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    match = re.search(r"Test top-1 accuracy ([\d.]+)% \(error ([\d.]+)%\) of the best checkpoint (\S+)", proc.stdout)
-    assert match, proc.stdout[-3000:]
+    output = proc.stdout + proc.stderr  # the summary goes through Lightning's logger (stderr)
+    match = re.search(r"Test top-1 accuracy ([\d.]+)% \(error ([\d.]+)%\) of the best checkpoint (\S+)", output)
+    assert match, output[-3000:]
     acc, best = float(match.group(1)), Path(match.group(3))
     assert acc >= 85.0  # 2 epochs; 8 epochs give 91.2%
     run_dir = in_tmp / "runs" / "quickstart" / "version_0"
