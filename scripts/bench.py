@@ -64,7 +64,7 @@ class Sizes:
     fmnist_batch: int
 
 
-QUICK = Sizes(image=32, batch=16, warmup=3, steps=4, repeats=3, cifar_batch=32, fmnist_batch=128)
+QUICK = Sizes(image=32, batch=16, warmup=3, steps=8, repeats=5, cifar_batch=32, fmnist_batch=128)
 FULL = Sizes(image=224, batch=256, warmup=10, steps=30, repeats=5, cifar_batch=128, fmnist_batch=512)
 
 
