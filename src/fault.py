@@ -234,18 +234,45 @@ def fault_callbacks() -> list[Callback]:
 class FiniteLoss(Callback):
     """Stop with a FloatingPointError at the first NaN/inf training loss, naming the step.
 
-    Checked before backward, so the bad step never reaches the weights or the optimizer state and
-    the last checkpoint stays finite. On a cluster the non-zero exit ends the job (srun
-    ``--kill-on-bad-exit``) instead of burning the allocation on NaNs.
+    On the CPU it is checked before backward, every step, so the bad step never reaches the
+    weights. On a GPU reading the loss every step would stall the pipeline (a host sync per
+    step), so the first bad step is recorded on the device and read every ``gpu_check_every``
+    steps and before every checkpoint save: the run still stops naming the exact step, and no
+    checkpoint is ever written from a non-finite state. On a cluster the non-zero exit ends the
+    job (srun ``--kill-on-bad-exit``) instead of burning the allocation on NaNs.
     """
 
+    def __init__(self, gpu_check_every: int = 50, defer: bool | None = None) -> None:
+        self.gpu_check_every = gpu_check_every
+        self.defer = defer  # None: defer on accelerators only
+        self._first_bad: torch.Tensor | None = None  # step of the first bad loss, -1 if none
+
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss).all():
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at global step {trainer.global_step} (epoch {trainer.current_epoch},"
-                f" batch {trainer.fit_loop.epoch_loop.batch_idx}); stopped before the optimizer step. Lower the lr,"
-                " add warm-up or check the data; the last checkpoint holds the weights before this step."
-            )
+        bad = ~torch.isfinite(loss.detach()).all()
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
+            if bad:
+                self._raise(trainer, trainer.global_step, f"{loss.item()}", "stopped before the optimizer step")
+            return
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        step = torch.full_like(self._first_bad, trainer.global_step)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        if trainer.global_step % self.gpu_check_every == 0:
+            self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+            self._raise(trainer, step, "not finite", f"noticed at step {trainer.global_step}")
+
+    def _raise(self, trainer: Trainer, step: int, value: str, when: str) -> None:
+        raise FloatingPointError(
+            f"training loss is {value} at global step {step} (epoch {trainer.current_epoch}, batch "
+            f"{trainer.fit_loop.epoch_loop.batch_idx}); {when}. Lower the lr, add warm-up or check the data; "
+            "the last checkpoint holds finite weights from before this step."
+        )
 
 
 class ResumeState(Callback):

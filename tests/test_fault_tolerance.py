@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from src.cli import main
 from src.data.synthetic import SyntheticDataModule
@@ -148,3 +149,24 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path: Path) -> None:
     assert 0 < step == trainer.global_step < 50  # stopped at the first bad step, long before max_steps
     # Checked before backward: the weights are still those of the last good (finite) step.
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_deferred_nan_check_names_the_first_bad_step_and_never_checkpoints_it(tmp_path: Path) -> None:
+    """The GPU mode (no host sync per step), run on the CPU: the exact first bad step, read later."""
+    net = ResNet(block="basic", depths=[1, 1], widths=[4, 8], stem="cifar", shortcut="A", num_classes=4, in_channels=1)
+    model = ImageClassifier(net, lr=1e30, momentum=0.0, weight_decay=0.0, schedule="constant")
+    data = SyntheticDataModule(num_classes=4, in_channels=1, image_size=8, train_size=64, val_size=8, batch_size=8)
+    saved = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    trainer = Trainer(
+        accelerator="cpu", max_steps=50, callbacks=[FiniteLoss(gpu_check_every=10, defer=True), saved], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"training loss is not finite at global step \d+") as err:
+        trainer.fit(model, datamodule=data)
+    first_bad = int(str(err.value).split("global step ")[1].split()[0])
+    assert 0 < first_bad < 50
+    # every checkpoint on disk is from before the first bad step, and finite
+    for path in (tmp_path / "ckpt").glob("*.ckpt"):
+        state = torch.load(path, weights_only=False)  # written by this test; hparams hold the net
+        assert state["global_step"] <= first_bad
+        assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
