@@ -16,7 +16,6 @@ interleaved across variants so drift hits all alike; the median is reported.
 
 import argparse
 import datetime
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data.fashion_mnist import FashionMNISTDataModule
 from src.data.synthetic import SyntheticDataModule
+from src.loggers import cpu_name
 from src.models import resnet as R
 from src.models.classifier import ImageClassifier
 
@@ -225,14 +225,7 @@ def fmnist_rows(z: Sizes, accel: str) -> list[list[str]]:
 
 def environment(device: torch.device) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     return (
         f"{datetime.date.today()}; GPU: {gpu}; CPU: {cpu}, {torch.get_num_threads()} torch threads, "

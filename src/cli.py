@@ -73,15 +73,22 @@ class ResNetCLI(LightningCLI):
             return
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") or None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or "last", weights_only=False)
+        data = self.datamodule
+        if best and getattr(data, "val_set", None) is not None and data.val_set is getattr(data, "test_set", None):
+            # val_size: 0 validates on the test split; "best" was chosen on it, so report the last.
+            best = None
+        self.trainer.test(self.model, datamodule=data, ckpt_path=best or "last", weights_only=False)
         metrics = self.trainer.callback_metrics
         if "test/acc1" in metrics:
+            which = f"the best checkpoint {best}" if best else "the last checkpoint"
             rank_zero_info(
                 f"\nTest top-1 accuracy {metrics['test/acc1']:.2f}% (error {metrics['test/err1']:.2f}%) "
-                f"of the best checkpoint {best}\nrun directory: {self.trainer.log_dir}"
+                f"of {which}\nrun directory: {self.trainer.log_dir}"
             )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        if config.get("enable_checkpointing") is False:  # the always-present checkpoint groups step aside
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         # Rich progress bar by default, unless the config disables bars or brings its own.
         given = list(callbacks) + list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):

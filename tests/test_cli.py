@@ -139,3 +139,42 @@ def test_quickstart_trains_on_fashion_mnist_and_saved_config_reproduces_test(in_
     cli = run_cli("test", "-c", str(run_dir / "config.yaml"), "--ckpt_path", str(best))
     reproduced = cli.trainer.callback_metrics["test/acc1"].item()  # type: ignore[attr-defined]
     assert reproduced == pytest.approx(acc, abs=0.005)
+
+
+def test_checkpointing_can_be_switched_off(in_tmp: Path) -> None:
+    cli = run_cli(
+        "fit",
+        "-c",
+        "configs/r18.yaml",
+        "-c",
+        "configs/data/synthetic.yaml",
+        "--data.init_args.image_size=32",
+        "--data.init_args.batch_size=2",
+        "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    assert cli.trainer.global_step == 2  # type: ignore[attr-defined]
+    assert not list(in_tmp.rglob("*.ckpt"))
+
+
+def test_validating_on_the_test_split_reports_the_last_checkpoint(
+    in_tmp: Path, fmnist_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # val_size 0 = validate on the official test split: a "best" chosen there would leak, so the
+    # printed test number is the last checkpoint's
+    with caplog.at_level("INFO"):
+        run_cli(
+            "fit",
+            "-c",
+            "configs/quickstart.yaml",
+            "--data.init_args.val_size=0",
+            "--trainer.max_steps=3",
+            "--trainer.limit_val_batches=2",
+            "--trainer.limit_test_batches=2",
+            "--trainer.enable_progress_bar=false",
+        )
+    assert "of the last checkpoint" in caplog.text
+    assert "of the best checkpoint" not in caplog.text

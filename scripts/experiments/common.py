@@ -20,7 +20,6 @@ sys.path.insert(0, str(REPO))
 from src.models.resnet import cifar_depths  # noqa: E402
 
 CIFAR_FILES = "cifar-10-batches-py/data_batch_1"
-DATA_FRAGMENTS = {"cifar10": "configs/data/cifar10.yaml", "fmnist": "configs/data/fashion_mnist.yaml"}
 # The two base recipes: the paper's CIFAR schedule, and a shorter one on Fashion-MNIST (offline).
 BASE = {"cifar10": "configs/cifar/resnet20.yaml", "fmnist": "configs/fmnist/resnet20.yaml"}
 
@@ -29,7 +28,6 @@ BASE = {"cifar10": "configs/cifar/resnet20.yaml", "fmnist": "configs/fmnist/resn
 class Run:
     name: str
     overrides: list[str] = field(default_factory=list)
-    config: str | None = None  # replaces the dataset's base config for this run
 
 
 def net_args(**init_args: object) -> list[str]:
@@ -42,8 +40,12 @@ def net_args(**init_args: object) -> list[str]:
 
 
 def cifar_depth_args(depth: int, block: str = "basic", **init_args: object) -> list[str]:
-    """Overrides for a 3-stage CIFAR net of ``depth`` layers (6n+2 basic, 9n+2 bottleneck)."""
-    return net_args(block=block, depths=cifar_depths(depth, block), **init_args)
+    """Overrides for a 3-stage CIFAR net of ``depth`` layers (6n+2 basic, 9n+2 bottleneck).
+
+    From 110 layers on, the paper warms up at lr 0.01 until training error < 80% (~400 iterations).
+    """
+    warmup = ["--model.warmup_steps=400", "--model.warmup_start_factor=0.1", "--model.warmup_mode=constant"]
+    return net_args(block=block, depths=cifar_depths(depth, block), **init_args) + (warmup if depth >= 110 else [])
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -74,9 +76,7 @@ def dataset(args: argparse.Namespace) -> str:
 
 def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[str]:
     ds = dataset(args)
-    cmd = ["-c", run.config or BASE[ds]]
-    if run.config:  # another recipe (e.g. ResNet-34's) composed with this dataset
-        cmd += ["-c", DATA_FRAGMENTS[ds]]
+    cmd = ["-c", BASE[ds]]
     if ds == "cifar10":
         cmd.append(f"--data.init_args.data_dir={args.data_dir}")
     cmd += run.overrides

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.experiments.common import Run, cifar_depth_args, main, parser
+from src.models.resnet import UNITS
 
-UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
 PAPER = {  # Identity Mappings Table 2, CIFAR-10 test error %: (ResNet-110, ResNet-164)
     "original": (6.61, 5.93),
     "bn_after_add": (8.17, 6.50),

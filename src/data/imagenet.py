@@ -203,10 +203,6 @@ class ImageNetDataModule(L.LightningDataModule):
     def in_channels(self) -> int:
         return 3
 
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.classes)}
-
     def _to_tensor(self) -> v2.Compose:
         return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
 

@@ -40,12 +40,12 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """Multiply-adds of one forward pass on a single image of ``input_size`` (C, H, W)."""
-    device = next(model.parameters()).device
-    x = torch.zeros(1, *input_size, device=device)
+    param = next(model.parameters())  # same device and dtype as the weights (bf16-true nets too)
+    x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
+        model.forward(x)  # .forward, not __call__: counts the eager graph even after nn.Module.compile()
     model.train(was_training)
     return counter.get_total_flops() // 2
 
