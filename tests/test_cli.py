@@ -20,6 +20,10 @@ EXPERIMENTS = sorted(
 )
 
 
+# An ImageNet recipe on random data: the CLI's whole path without files.
+R18_SYNTHETIC = ("fit", "-c", "configs/r18.yaml", "-c", "configs/data/synthetic.yaml")
+
+
 def run_cli(*args: str) -> object:
     with mock.patch("sys.argv", ["src.cli"]):  # pytest's own argv is not the CLI's
         return main(list(args))
@@ -57,11 +61,7 @@ def test_later_configs_and_flags_override_earlier_ones(in_tmp: Path, capsys: pyt
 
 def test_imagenet_config_fast_dev_run_on_synthetic_data(in_tmp: Path) -> None:
     cli = run_cli(
-        "fit",
-        "-c",
-        "configs/r18.yaml",
-        "-c",
-        "configs/data/synthetic.yaml",
+        *R18_SYNTHETIC,
         "--data.init_args.image_size=64",
         "--data.init_args.batch_size=4",
         "--trainer.fast_dev_run=true",
@@ -143,11 +143,7 @@ def test_quickstart_trains_on_fashion_mnist_and_saved_config_reproduces_test(in_
 
 def test_checkpointing_can_be_switched_off(in_tmp: Path) -> None:
     cli = run_cli(
-        "fit",
-        "-c",
-        "configs/r18.yaml",
-        "-c",
-        "configs/data/synthetic.yaml",
+        *R18_SYNTHETIC,
         "--data.init_args.image_size=32",
         "--data.init_args.batch_size=2",
         "--trainer.max_steps=2",
