@@ -16,6 +16,7 @@ interleaved across variants so drift hits all alike; the median is reported.
 
 import argparse
 import datetime
+import os
 import statistics
 import subprocess
 import sys
@@ -226,7 +227,7 @@ def fmnist_rows(z: Sizes, accel: str) -> list[list[str]]:
 def environment(device: torch.device) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     cpu = cpu_name()
-    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    load = f"{os.getloadavg()[0]:.2f}"
     return (
         f"{datetime.date.today()}; GPU: {gpu}; CPU: {cpu}, {torch.get_num_threads()} torch threads, "
         f"load average at start {load}; torch {torch.__version__}, torchvision {torchvision.__version__}, "

@@ -10,7 +10,6 @@ real Fashion-MNIST. Only the loader is timed, no model. Results are printed and 
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data.common import TensorImageDataset
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
+from src.loggers import cpu_name
 
 
 def images_per_s(loader: Iterable, images: int, sync: bool) -> float:
@@ -97,7 +97,7 @@ def main() -> None:
         "# Data loader throughput: DataLoader path vs on_device fast path",
         "",
         f"`python scripts/bench_data.py` (batch {args.batch_size}, pad 4 + crop + flip + normalise, loader only, "
-        f"no model); {cpus} CPU cores ({platform.processor() or platform.machine()}), GPU: {gpu}, "
+        f"no model); {cpus} CPU cores ({cpu_name()}), GPU: {gpu}, "
         f"torch {torch.__version__}; load average before the run {load:.1f} (other processes share the CPU).",
         "",
         "| data | loader | device | images/s |",
