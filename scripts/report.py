@@ -265,8 +265,8 @@ def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def markdown_table(header: list[str], body: list[list[str]]) -> str:
-    align = ["---" if i < 5 else "---:" for i in range(len(header))]  # text left, numbers right
+def markdown_table(header: list[str], body: list[list[str]], text_columns: int = 5) -> str:
+    align = ["---" if i < text_columns else "---:" for i in range(len(header))]  # text left, numbers right
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
     return "\n".join(lines)
