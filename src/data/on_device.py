@@ -7,6 +7,7 @@ holds the one description of the recipe and gives both implementations, side by 
 ``per_image()`` (torchvision v2, for the DataLoader) and ``__call__`` (a whole batch at once).
 """
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,15 @@ class PadCropFlipNormalize:
     fill: tuple[float, ...]
     padding: int = 0
     flip: bool = False
+    fill_tensor: torch.Tensor | None = dataclasses.field(default=None, repr=False)  # ``fill`` as [1, C, 1, 1]
+
+    def to(self, device: torch.device | str) -> "PadCropFlipNormalize":
+        """A copy whose statistics live on ``device``. Copying them per batch instead would cost three
+        host-to-device copies, and a copy from pageable host memory waits for the device to drain."""
+        fill = torch.tensor(self.fill, dtype=torch.float32).view(1, -1, 1, 1)
+        return dataclasses.replace(
+            self, mean=self.mean.to(device), std=self.std.to(device), fill_tensor=fill.to(device)
+        )
 
     def per_image(self) -> v2.Compose:
         """The torchvision v2 twin of ``__call__``, applied to one ``[C, H, W]`` uint8 image at a time."""
@@ -61,13 +71,15 @@ class PadCropFlipNormalize:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment a uint8 batch ``[B, C, H, W]`` where it lives; each image draws its own crop and flip."""
-        x = (to_dtype(x, torch.float32, scale=True) - self.mean.to(x.device)) / self.std.to(x.device)
+        x = (to_dtype(x, torch.float32, scale=True) - self.mean.to(x.device)) / self.std.to(x.device)  # no-op .to()
+
         if not (self.padding or self.flip):
             return x
         b, c, h, w = x.shape
         p, dev = self.padding, x.device
         if p:  # pad with a per-channel constant (written, not added: bit-identical to v2.RandomCrop)
-            padded = torch.tensor(self.fill, device=dev).view(1, c, 1, 1).repeat(b, 1, h + 2 * p, w + 2 * p)
+            fill = self.fill_tensor if self.fill_tensor is not None else torch.tensor(self.fill).view(1, c, 1, 1)
+            padded = fill.to(dev).repeat(b, 1, h + 2 * p, w + 2 * p)
             padded[:, :, p : p + h, p : p + w] = x
             x = padded
         # Same distributions as v2.RandomCrop (top-left uniform over the 2p+1 positions) and
@@ -112,7 +124,7 @@ class DeviceLoader:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         self.device = torch.device(device)
         self.images, self.labels = images.to(self.device), labels.to(self.device)
-        self.augment, self.batch_size, self.drop_last = augment, batch_size, drop_last
+        self.augment, self.batch_size, self.drop_last = augment.to(self.device), batch_size, drop_last
         self.seed, self.rank = seed, rank
         # The sampler only needs len(); a range stands in for the dataset.
         self.batch_sampler = None  # as on a DataLoader: Lightning reads both attributes

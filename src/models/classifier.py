@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim import SGD
 from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.aggregation import MeanMetric
 
 from src.fault import check_checkpoint_fits
 
@@ -48,6 +48,27 @@ class LRFactor:
             else:
                 factor *= self.warmup_start_factor + (1 - self.warmup_start_factor) * step / self.warmup_steps
         return factor
+
+
+class TopKHits(MeanMetric):
+    """Top-k accuracy (a fraction): the mean over samples of "the label is among the k highest scores".
+
+    Equal to torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")`` (tested), without its host
+    syncs: for k > 1 that one checks its one-hot input with ``.item()`` twice per update, each a wait for
+    the GPU to drain. MeanMetric keeps the sum and the count on the device and all-reduces them across
+    DDP ranks in ``compute()``.
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__(nan_strategy="disable")
+        self.k = k
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        hits = (preds.topk(self.k, dim=-1).indices == target.unsqueeze(-1)).any(dim=-1)
+        # Out of place: a state reset inside `validate` (inference mode) is an inference tensor, which
+        # MeanMetric's in-place `+=` would refuse to update in `fit`'s validation (no_grad).
+        self.mean_value = self.mean_value + hits.sum()
+        self.weight = self.weight + hits.numel()
 
 
 def multi_crop_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -127,9 +148,9 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"net {type(net).__name__} has no nn.Linear 'fc' head to read num_classes from")
         self.num_classes = fc.out_features
         topk = {"acc1": 1, "acc5": 5} if self.num_classes > 5 else {"acc1": 1}
-        metrics = MetricCollection(
-            {name: MulticlassAccuracy(self.num_classes, top_k=k, average="micro") for name, k in topk.items()}
-        )
+        # No compute groups: torchmetrics would merge acc1 and acc5 whenever their states happen to match
+        # after the first update (two MeanMetrics), and report one number for both from then on.
+        metrics = MetricCollection({name: TopKHits(k) for name, k in topk.items()}, compute_groups=False)
         # One collection per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
         self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone() for _ in STAGES)
 

@@ -165,3 +165,18 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path) -> None:
 def test_bad_hyperparameters_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         ImageClassifier(tiny_net(), **kwargs)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_topk_hits_equal_torchmetrics_accuracy(k: int) -> None:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from src.models.classifier import TopKHits
+
+    ours, library = TopKHits(k), MulticlassAccuracy(10, top_k=k, average="micro")
+    for seed in range(4):  # several updates: the running mean must weigh batches by their size
+        g = torch.Generator().manual_seed(seed)
+        preds, target = torch.randn(17 + seed, 10, generator=g), torch.randint(0, 10, (17 + seed,), generator=g)
+        ours.update(preds, target)
+        library.update(preds, target)
+    assert torch.allclose(ours.compute(), library.compute())
