@@ -947,10 +947,15 @@ def run(args: argparse.Namespace) -> None:
         stages = [s for s in stages if s.name in args.only]
     end = t_start + args.budget
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
+    state = (commit.stdout.strip() or "?") + (" + uncommitted changes" if dirty.stdout.strip() else "")
     header = [
-        f"`python scripts/campaign.py {' '.join(sys.argv[2:])}` at commit {commit.stdout.strip() or '?'}, "
+        f"`python scripts/campaign.py {' '.join(sys.argv[1:])}` at commit {state}, "
         f"budget {args.budget:.0f} s; data {data_dir}; {installed}."
     ]
+    # One thread per process in --quick: on 2 shared cores a 2-thread torch waits on every parallel
+    # region for a thread the scheduler gave away (measured 10x slower under load).
+    threads = 1 if args.quick else os.cpu_count() or 2
     results: dict[str, Any] = {}
     for i, stage in enumerate(stages):
         later = sum(s.box for s in stages[i + 1 :] if s.reserve)
@@ -976,7 +981,7 @@ def run(args: argparse.Namespace) -> None:
             proc = subprocess.Popen(
                 cmd,
                 cwd=REPO,
-                env=child_env(os.cpu_count() or 2),
+                env=child_env(threads),
                 stdout=f,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
