@@ -42,6 +42,18 @@ def seeded_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def check_one_batch(n: int, batch_size: int, world_size: int, where: str) -> None:
+    """Refuse a training set too small for one batch per process: with drop_last nothing would train,
+    and the run would still end with a test accuracy of the untrained network."""
+    per_process = n // max(1, world_size)
+    if per_process < batch_size:
+        share = f" ({per_process} per process on {world_size})" if world_size > 1 else ""
+        raise ValueError(
+            f"{where}: {n} training images{share} make no batch of data.batch_size={batch_size}; "
+            "lower the batch size or use more data"
+        )
+
+
 def default_num_workers() -> int:
     """Leave a core for the training process; on a 2-core laptop that is one worker."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -174,6 +186,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader | DeviceLoader:
+        if self.train_set is not None:
+            world = self.trainer.world_size if self.trainer else 1
+            check_one_batch(len(self.train_set), self.batch_size, world, f"{type(self).__name__}({self.data_dir})")
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader | DeviceLoader:

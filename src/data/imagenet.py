@@ -29,7 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from src.data.common import default_num_workers
+from src.data.common import check_one_batch, default_num_workers
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +282,9 @@ class ImageNetDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.train_set is not None:
+            world = self.trainer.world_size if self.trainer else 1
+            check_one_batch(len(self.train_set), self.batch_size, world, str(self.root / "train"))
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -7,6 +7,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.common import check_one_batch
+
 
 class RandomImages(Dataset):
     """``length`` samples cycling over a fixed pool of random normalised images.
@@ -92,6 +94,8 @@ class SyntheticDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
+        world = self.trainer.world_size if self.trainer else 1
+        check_one_batch(len(self.train_set), self.batch_size, world, "SyntheticDataModule(train_size)")
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader | DeviceBatches:

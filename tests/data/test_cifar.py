@@ -185,3 +185,10 @@ def test_end_to_end_command(cifar10_dir: Path, in_tmp: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     assert "Test top-1 accuracy" in done.stdout + done.stderr
+
+
+def test_a_training_split_smaller_than_one_batch_is_refused(cifar10_dir: Path) -> None:
+    data = dm10(cifar10_dir, batch_size=128)  # 100 training images, 20 held out
+    data.setup("fit")
+    with pytest.raises(ValueError, match=r"80 training images make no batch of data.batch_size=128"):
+        data.train_dataloader()

@@ -212,3 +212,10 @@ def test_wrong_root_fails_before_training(tmp_path: Path, in_tmp: Path, capsys: 
     assert exit_info.value.code != 0
     assert f"data_dir={tmp_path / 'missing'} is not a directory" in capsys.readouterr().err
     assert not list(in_tmp.glob("runs/r18/*/checkpoints"))
+
+
+def test_a_training_folder_smaller_than_one_batch_is_refused(imagenet_dir: Path) -> None:
+    data = dm(imagenet_dir, batch_size=64)
+    data.setup("fit")
+    with pytest.raises(ValueError, match=r"train: 12 training images make no batch of data.batch_size=64"):
+        data.train_dataloader()

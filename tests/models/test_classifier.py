@@ -180,3 +180,9 @@ def test_topk_hits_equal_torchmetrics_accuracy(k: int) -> None:
         ours.update(preds, target)
         library.update(preds, target)
     assert torch.allclose(ours.compute(), library.compute())
+
+
+def test_a_training_set_smaller_than_one_batch_stops_before_training(tmp_path) -> None:
+    # drop_last would make zero steps, and the run would still report the untrained net's test accuracy
+    with pytest.raises(ValueError, match=r"5 training images make no batch of data.batch_size=8"):
+        trainer(tmp_path, max_epochs=1).fit(ImageClassifier(tiny_net()), tiny_data(train_size=5, batch_size=8))

@@ -56,3 +56,13 @@ def test_unknown_preset_is_named(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["resnet51"])
     assert "unknown preset(s) resnet51" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("depth", "ours", "paper_gmacs"), [(50, 3.86, 3.8), (101, 7.57, 7.6), (152, 11.28, 11.3)])
+def test_paper_v1_stride_in_1x1_flops_match_the_papers(depth: int, ours: float, paper_gmacs: float) -> None:
+    # The paper's v1 puts the stride on the first 1x1 conv; the 3x3 then runs at the lower resolution.
+    with torch.device("meta"):
+        net = getattr(R, f"resnet{depth}")(stride_in_1x1=True)
+    gmacs = count_macs(net, (3, 224, 224)) / 1e9
+    assert gmacs == pytest.approx(ours, abs=0.005)
+    assert gmacs == pytest.approx(paper_gmacs, rel=0.02)

@@ -255,3 +255,20 @@ def test_bad_arguments_name_key_value_and_choices(kwargs: dict, message: str) ->
 def test_preset_depth_must_fit_formula(build, depth: int, form: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"depth={depth} is not of the form {form}")):
         build(depth)
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "taps"),
+    [
+        # The first unit after the stem reads the pre-activated stem output (the stem has no BN-ReLU of
+        # its own in a pre-activation net); projections read it too; identity shortcuts read the raw x.
+        ("B", [True, False, True, False, True, False]),
+        ("A", [True, False, False, False, False, False]),  # option A: no projection anywhere
+        ("C", [True, True, True, True, True, True]),  # a projection in every unit
+    ],
+)
+def test_preact_shortcut_taps_are_pinned(shortcut: str, taps: list[bool]) -> None:
+    net = R.ResNet(
+        block="basic", depths=[2, 2, 2], widths=[4, 8, 16], stem="cifar", unit="full_preact", shortcut=shortcut
+    )
+    assert [blk.preact_shortcut for layer in (net.layer1, net.layer2, net.layer3) for blk in layer] == taps
