@@ -74,7 +74,7 @@ class ResNetCLI(LightningCLI):
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") or None
         data = self.datamodule
-        if best and getattr(data, "val_set", None) is not None and data.val_set is getattr(data, "test_set", None):
+        if best and getattr(data, "val_is_test", False):
             # val_size: 0 validates on the test split; "best" was chosen on it, so report the last.
             best = None
         self.trainer.test(self.model, datamodule=data, ckpt_path=best or "last", weights_only=False)

@@ -185,6 +185,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @property
+    def val_is_test(self) -> bool:
+        """Whether validation runs on the test split (``val_size: 0``): a "best" checkpoint is then biased."""
+        return not self.val_size
+
     def train_dataloader(self) -> DataLoader | DeviceLoader:
         if self.train_set is not None:
             world = self.trainer.world_size if self.trainer else 1

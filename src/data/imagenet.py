@@ -23,13 +23,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, Subset, default_collate
 from torchvision import tv_tensors
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from src.data.common import check_one_batch, default_num_workers
+from src.data.common import check_one_batch, default_num_workers, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +146,15 @@ class TenCropStack:
 
 
 class ImageNetDataModule(L.LightningDataModule):
-    """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate and test on ``val/``.
+    """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate on a held-out part of it,
+    test on ``val/``.
 
-    The official test labels are not public, so ``test`` is the validation set again (with
-    10-crop if ``ten_crop_test``). ``batch_size`` is per process: 8 GPUs x 32 = the paper's 256.
+    The official test labels are not public, so ``val/`` (50k images) serves as the test split, as in
+    the ResNet paper's tables. Model selection (the "best" checkpoint, the plateau schedule) must not
+    see it: ``val_size`` images of ``train/``, drawn with ``seed``, are held out for validation and
+    evaluated with the test transform. ``val_size: 0`` validates on ``val/`` itself, the common but
+    optimistic shortcut; the CLI then reports the last checkpoint, not the "best" one. ``test`` uses
+    10-crop if ``ten_crop_test``. ``batch_size`` is per process: 8 GPUs x 32 = the paper's 256.
     The layout is checked when the DataModule is built, so a wrong path fails before training.
     """
 
@@ -166,6 +171,8 @@ class ImageNetDataModule(L.LightningDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         ten_crop_test: bool = False,
+        val_size: int = 10_000,
+        seed: int = 0,
         skip_corrupt: bool = False,
         num_workers: int | None = None,
         pin_memory: bool = True,
@@ -182,18 +189,26 @@ class ImageNetDataModule(L.LightningDataModule):
         for key, value in dict(batch_size=batch_size, crop_size=crop_size).items():
             if value <= 0:
                 raise ValueError(f"{key}={value} must be positive")
+        if val_size < 0:
+            raise ValueError(f"val_size={val_size} must be >= 0 (0 validates on val/, the test split)")
         self.save_hyperparameters()
         self.root = Path(data_dir).expanduser()
         self.classes = check_layout(self.root)
         self.batch_size, self.skip_corrupt, self.ten_crop_test = batch_size, skip_corrupt, ten_crop_test
+        self.val_size, self.seed = val_size, seed
         self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
         self.eval_resize, self.lighting_std, self.color_jitter = eval_resize, lighting_std, color_jitter
         self.mean, self.std = list(mean), list(std)
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
-        self.train_set: ClassFolder | None = None
-        self.val_set: ClassFolder | None = None
+        self.train_set: ClassFolder | Subset | None = None
+        self.val_set: ClassFolder | Subset | None = None
         self.test_set: ClassFolder | None = None
+
+    @property
+    def val_is_test(self) -> bool:
+        """Whether validation runs on the test split (``val_size: 0``): a "best" checkpoint is then biased."""
+        return not self.val_size
 
     @property
     def num_classes(self) -> int:
@@ -227,10 +242,21 @@ class ImageNetDataModule(L.LightningDataModule):
         return v2.Compose([v2.Resize(self.eval_resize), v2.CenterCrop(self.crop_size), self._to_tensor()])
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in ("fit", None) and self.train_set is None:
-            self.train_set = self.folder("train", self.train_transform())
-        if stage in ("fit", "validate", None) and self.val_set is None:
-            self.val_set = self.folder("val", self.eval_transform())
+        if stage in ("fit", "validate", None) and (self.train_set is None or self.val_set is None):
+            if self.val_size:
+                # The same train/ files twice, with the train and the eval transform, split by index.
+                train = self.folder("train", self.train_transform())
+                if self.val_size >= len(train):
+                    raise ValueError(
+                        f"val_size={self.val_size} must be smaller than the {len(train)} images of "
+                        f"{self.root / 'train'} (0 validates on val/)"
+                    )
+                tr, va = seeded_split(len(train), self.val_size, self.seed)
+                self.train_set = Subset(train, tr.tolist())
+                self.val_set = Subset(self.folder("train", self.eval_transform()), va.tolist())
+            else:
+                self.train_set = self.folder("train", self.train_transform())
+                self.val_set = self.folder("val", self.eval_transform())
         if stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = self.folder("val", self.eval_transform(ten_crop=self.ten_crop_test))
         self.save_classes()
@@ -261,11 +287,13 @@ class ImageNetDataModule(L.LightningDataModule):
             )
 
     def teardown(self, stage: str) -> None:
-        skipped = sum(d.skipped.value for d in (self.train_set, self.val_set, self.test_set) if d is not None)
+        sets = (self.train_set, self.val_set, self.test_set)
+        folders: list[ClassFolder] = [d.dataset if isinstance(d, Subset) else d for d in sets if d is not None]
+        skipped = sum(f.skipped.value for f in folders)
         if skipped:
             log.warning("skip_corrupt: %d corrupt images were skipped in total", skipped)
 
-    def _loader(self, dataset: ClassFolder | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: ClassFolder | Subset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() has not been called for this stage")
         workers = self.num_workers

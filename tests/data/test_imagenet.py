@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from torch.utils.data import Subset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -29,7 +30,8 @@ HIGH = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)
 
 
 def dm(root: Path, **kwargs) -> ImageNetDataModule:
-    return ImageNetDataModule(**{"data_dir": str(root), "batch_size": 4, "num_workers": 0, **kwargs})
+    """val_size 3: hold out 3 of the 12 train/ images for validation; val/ (6 images) is the test split."""
+    return ImageNetDataModule(**{"data_dir": str(root), "batch_size": 4, "num_workers": 0, "val_size": 3, **kwargs})
 
 
 def test_shapes_ranges_and_class_index(imagenet_dir: Path) -> None:
@@ -37,13 +39,15 @@ def test_shapes_ranges_and_class_index(imagenet_dir: Path) -> None:
     assert data.classes == list(CLASSES) and data.num_classes == 3 and data.in_channels == 3
     data.setup("fit")
     assert data.train_set is not None and data.val_set is not None
-    assert len(data.train_set) == 12 and len(data.val_set) == 6
+    assert len(data.train_set) == 9 and len(data.val_set) == 3  # 3 of train/'s 12 held out
     x, y = next(iter(data.train_dataloader()))
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert x.min() > LOW - 0.3 and x.max() < HIGH + 0.3  # lighting noise moves values a little
-    xv, yv = next(iter(data.val_dataloader()))
-    assert xv.shape == (4, 3, 224, 224) and xv.min() >= LOW - 1e-5 and xv.max() <= HIGH + 1e-5
-    assert yv.tolist() == [0, 0, 1, 1]  # val/ sorted by class, labelled with train's mapping
+    xv, _ = next(iter(data.val_dataloader()))
+    assert xv.shape == (3, 3, 224, 224) and xv.min() >= LOW - 1e-5 and xv.max() <= HIGH + 1e-5
+    data.setup("test")
+    _, yt = next(iter(data.test_dataloader()))
+    assert yt.tolist() == [0, 0, 1, 1]  # val/ sorted by class, labelled with train's mapping
     rrc = dm(imagenet_dir, train_crop="random_resized", crop_size=64, scale_range=(72, 96), eval_resize=72)
     rrc.setup("fit")
     assert rrc.train_set is not None and rrc.train_set[0][0].shape == (3, 64, 64)
@@ -105,7 +109,7 @@ def test_ten_crop_test_through_the_trainer_scores_the_averaged_prediction(imagen
 
 def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:
     bad = corrupt_file(imagenet_corrupt_dir)
-    data = dm(imagenet_corrupt_dir)
+    data = dm(imagenet_corrupt_dir, val_size=0)
     data.setup("fit")
     assert data.train_set is not None
     index = [p for p, _ in data.train_set.samples].index(str(bad))
@@ -117,7 +121,7 @@ def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:
 
 
 def test_skip_corrupt_skips_and_counts(imagenet_corrupt_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32)
+    data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32, val_size=0)
     data.setup("fit")
     assert data.train_set is not None
     with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
@@ -156,8 +160,8 @@ def test_val_missing_a_class_keeps_the_train_mapping(tmp_path: Path) -> None:
     root = write_imagefolder(tmp_path / "d")
     shutil.rmtree(root / "val" / CLASSES[0])
     data = dm(root)
-    data.setup("validate")
-    assert data.val_set is not None and [y for _, y in data.val_set.samples] == [1, 1, 2, 2]
+    data.setup("test")
+    assert data.test_set is not None and [y for _, y in data.test_set.samples] == [1, 1, 2, 2]
 
 
 def test_class_mapping_mismatch_on_resume_is_refused(imagenet_dir: Path) -> None:
@@ -173,7 +177,7 @@ SMALL = [
     "--data.init_args.crop_size=32", "--data.init_args.scale_range=[36, 48]", "--data.init_args.eval_resize=36",
     "--data.init_args.batch_size=2", "--data.init_args.num_workers=0", "--trainer.max_steps=2",
     "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
-    "--test_after_fit=false",
+    "--test_after_fit=false", "--data.init_args.val_size=3",
 ]  # fmt: skip
 
 
@@ -217,5 +221,30 @@ def test_wrong_root_fails_before_training(tmp_path: Path, in_tmp: Path, capsys: 
 def test_a_training_folder_smaller_than_one_batch_is_refused(imagenet_dir: Path) -> None:
     data = dm(imagenet_dir, batch_size=64)
     data.setup("fit")
-    with pytest.raises(ValueError, match=r"train: 12 training images make no batch of data.batch_size=64"):
+    with pytest.raises(ValueError, match=r"train: 9 training images make no batch of data.batch_size=64"):
         data.train_dataloader()
+
+
+def test_validation_is_a_seeded_hold_out_of_train_and_val_is_the_test_split(imagenet_dir: Path) -> None:
+    def split(**kwargs) -> tuple[list[str], list[str], list[str]]:
+        data = dm(imagenet_dir, **kwargs)
+        data.setup("fit")
+        data.setup("test")
+        assert isinstance(data.train_set, Subset) and isinstance(data.val_set, Subset) and data.test_set is not None
+        files = [p for p, _ in data.train_set.dataset.samples]
+        return (
+            [files[i] for i in data.train_set.indices],
+            [files[i] for i in data.val_set.indices],
+            [p for p, _ in data.test_set.samples],
+        )
+
+    train, val, test = split()
+    assert len(train) == 9 and len(val) == 3 and not set(train) & set(val)
+    assert all("/train/" in p for p in train + val) and all("/val/" in p for p in test)
+    assert split() == (train, val, test) and split(seed=1)[1] != val  # seeded
+    assert not dm(imagenet_dir).val_is_test
+    old = dm(imagenet_dir, val_size=0)  # the explicit old behaviour: validate on val/
+    old.setup("fit")
+    assert old.val_is_test and old.val_set is not None and all("/val/" in p for p, _ in old.val_set.samples)
+    with pytest.raises(ValueError, match=r"val_size=12 must be smaller than the 12 images of .*train"):
+        dm(imagenet_dir, val_size=12).setup("fit")
