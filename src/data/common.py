@@ -54,6 +54,21 @@ def check_one_batch(n: int, batch_size: int, world_size: int, where: str) -> Non
         )
 
 
+def per_device_batch(global_batch: int, trainer: L.Trainer) -> int:
+    """``global_batch`` split over the processes and gradient-accumulation steps; a remainder is an error.
+
+    The papers fix the global batch (ImageNet 256, CIFAR 128): set ``global_batch_size`` and the same
+    config trains at that batch, and so at the papers' lr, on 1, 4 or 8 GPUs.
+    """
+    parts = trainer.world_size * trainer.accumulate_grad_batches
+    if global_batch <= 0 or global_batch % parts:
+        raise ValueError(
+            f"data.global_batch_size={global_batch} does not split evenly over {trainer.world_size} process(es) "
+            f"x {trainer.accumulate_grad_batches} accumulation step(s)"
+        )
+    return global_batch // parts
+
+
 def default_num_workers() -> int:
     """Leave a core for the training process; on a 2-core laptop that is one worker."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -71,6 +86,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
     training images, as the ResNet paper does on CIFAR (padding is the mean).
     ``on_device``: serve batches from a copy of each split on the training device,
     augmented there (no workers; for datasets that fit in device memory).
+    ``batch_size`` is per process; ``global_batch_size`` fixes the total over processes and
+    gradient accumulation instead (the paper's 128 on 1 or 2 GPUs alike).
     """
 
     num_classes: int
@@ -85,6 +102,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         batch_size: int = 128,
         val_size: int = 5000,
         seed: int = 0,
+        global_batch_size: int | None = None,
         augment: bool = True,
         padding: int = 4,
         normalize: Literal["per_channel", "per_pixel_mean"] = "per_channel",
@@ -103,6 +121,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
+        self.global_batch_size = global_batch_size
         self.augment, self.padding, self.download = augment, padding, download
         self.normalize, self.on_device = normalize, on_device
         self.num_workers = default_num_workers() if num_workers is None else num_workers
@@ -140,6 +159,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
         return self.recipe(train=True).per_image()
 
     def setup(self, stage: str | None = None) -> None:
+        if self.global_batch_size and self.trainer is not None:
+            self.batch_size = per_device_batch(self.global_batch_size, self.trainer)
         # A per-pixel mean is a statistic of the training images, which the test split needs too.
         if self.train_set is None and (stage in ("fit", "validate", None) or self.norm_mean is None):
             images, labels = self.load(train=True)

@@ -29,7 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
-from src.data.common import check_one_batch, default_num_workers, seeded_split
+from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ class ImageNetDataModule(L.LightningDataModule):
     see it: ``val_size`` images of ``train/``, drawn with ``seed``, are held out for validation and
     evaluated with the test transform. ``val_size: 0`` validates on ``val/`` itself, the common but
     optimistic shortcut; the CLI then reports the last checkpoint, not the "best" one. ``test`` uses
-    10-crop if ``ten_crop_test``. ``batch_size`` is per process: 8 GPUs x 32 = the paper's 256.
+    10-crop if ``ten_crop_test``. ``batch_size`` is per process (8 GPUs x 32 = the paper's 256);
+    ``global_batch_size`` fixes the total instead and derives the per-process batch from the GPU count.
     The layout is checked when the DataModule is built, so a wrong path fails before training.
     """
 
@@ -173,6 +174,7 @@ class ImageNetDataModule(L.LightningDataModule):
         ten_crop_test: bool = False,
         val_size: int = 10_000,
         seed: int = 0,
+        global_batch_size: int | None = None,
         skip_corrupt: bool = False,
         num_workers: int | None = None,
         pin_memory: bool = True,
@@ -195,7 +197,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.root = Path(data_dir).expanduser()
         self.classes = check_layout(self.root)
         self.batch_size, self.skip_corrupt, self.ten_crop_test = batch_size, skip_corrupt, ten_crop_test
-        self.val_size, self.seed = val_size, seed
+        self.val_size, self.seed, self.global_batch_size = val_size, seed, global_batch_size
         self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
         self.eval_resize, self.lighting_std, self.color_jitter = eval_resize, lighting_std, color_jitter
         self.mean, self.std = list(mean), list(std)
@@ -242,6 +244,8 @@ class ImageNetDataModule(L.LightningDataModule):
         return v2.Compose([v2.Resize(self.eval_resize), v2.CenterCrop(self.crop_size), self._to_tensor()])
 
     def setup(self, stage: str | None = None) -> None:
+        if self.global_batch_size and self.trainer is not None:
+            self.batch_size = per_device_batch(self.global_batch_size, self.trainer)
         if stage in ("fit", "validate", None) and (self.train_set is None or self.val_set is None):
             if self.val_size:
                 # The same train/ files twice, with the train and the eval transform, split by index.
@@ -288,8 +292,8 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def teardown(self, stage: str) -> None:
         sets = (self.train_set, self.val_set, self.test_set)
-        folders: list[ClassFolder] = [d.dataset if isinstance(d, Subset) else d for d in sets if d is not None]
-        skipped = sum(f.skipped.value for f in folders)
+        folders = [d.dataset if isinstance(d, Subset) else d for d in sets if d is not None]
+        skipped = sum(f.skipped.value for f in folders if isinstance(f, ClassFolder))
         if skipped:
             log.warning("skip_corrupt: %d corrupt images were skipped in total", skipped)
 

@@ -192,3 +192,17 @@ def test_a_training_split_smaller_than_one_batch_is_refused(cifar10_dir: Path) -
     data.setup("fit")
     with pytest.raises(ValueError, match=r"80 training images make no batch of data.batch_size=128"):
         data.train_dataloader()
+
+
+def test_global_batch_size_splits_over_processes_and_accumulation(cifar10_dir: Path) -> None:
+    import lightning as L
+
+    data = dm10(cifar10_dir, global_batch_size=16)
+    data.trainer = L.Trainer(accelerator="cpu", devices=1, accumulate_grad_batches=2, logger=False)
+    data.setup("fit")
+    assert data.batch_size == 8  # 16 images per optimizer step = 1 process x 2 accumulated batches of 8
+    assert next(iter(data.train_dataloader()))[0].shape[0] == 8
+    odd = dm10(cifar10_dir, global_batch_size=15)
+    odd.trainer = data.trainer
+    with pytest.raises(ValueError, match=r"data.global_batch_size=15 does not split evenly over 1 process"):
+        odd.setup("fit")
