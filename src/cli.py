@@ -54,12 +54,20 @@ class ResNetCLI(LightningCLI):
         )
 
     def instantiate_classes(self) -> None:
-        # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) is a config error:
-        # report it like a parse error, with exit code 2 and no traceback, before any training.
+        # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) or a missing dataset is a
+        # config error: report it like a parse error, with exit code 2 and no traceback, before any
+        # training. jsonargparse wraps it in a Union report (each subtype's failure, the whole
+        # Namespace); the constructor's own message is the innermost exception of the chain.
         try:
             super().instantiate_classes()
-        except ValueError as e:
-            self.parser.error(f"invalid configuration: {e}")
+        except (ValueError, OSError) as e:
+            cause: BaseException = e
+            while (inner := cause.__cause__ or cause.__context__) is not None:
+                cause = inner
+            hint = ""
+            if isinstance(cause, FileNotFoundError):
+                hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
+            self.parser.error(f"invalid configuration: {cause}{hint}")
 
     def before_instantiate_classes(self) -> None:
         # A stable run directory (explicit, or the SLURM job's) for checkpoints and logs.
