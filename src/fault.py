@@ -4,7 +4,8 @@ A run killed (``kill -9``, node failure), preempted (SIGUSR1 before the time lim
 comes back in the same run directory and continues from its newest checkpoint:
 
 - ``AtomicCheckpointIO`` writes ``<path>.tmp`` beside the target, fsyncs it and renames it over the
-  target, so a kill during a save leaves the previous checkpoint intact (PITFALLS §5).
+  target, so a kill during a save leaves the previous checkpoint intact (Lightning's own save goes
+  through an fsspec transaction in $TMPDIR: Lightning-AI/pytorch-lightning#20270, fsspec#1827).
 - ``job_run_dir`` names the run directory after the SLURM job (``runs/<name>/slurm-<job id>``): a
   requeued job keeps its id, finds its own checkpoints and ``find_resume_checkpoint`` picks the newest.
 - ``Preemption`` turns SIGUSR1 into checkpoint + ``scontrol requeue`` + stop, at a step boundary.
@@ -95,7 +96,8 @@ def find_resume_checkpoint(checkpoint_dir: str | os.PathLike, root_dir: str | os
     """The newest of ``<checkpoint_dir>/last*.ckpt`` and Lightning's ``<root_dir>/hpc_ckpt_*.ckpt``.
 
     Lightning resumes from hpc checkpoints only when ``ckpt_path`` is unset and from ``last`` only
-    when it is ``"last"`` (PITFALLS §1); whichever was written most recently holds the latest step.
+    when it is ``"last"`` (Lightning's ``_CheckpointConnector._parse_ckpt_path``); whichever was written
+    most recently holds the latest step.
     Unfinished ``*.ckpt.tmp`` files from a kill during a save never match.
     """
     candidates = [*Path(checkpoint_dir).glob("last*.ckpt"), *Path(root_dir).glob("hpc_ckpt_*.ckpt")]
@@ -170,7 +172,8 @@ def pin_run_dir(config: Any) -> Path | None:
 
     Runs before the classes are instantiated. Loggers that version their output (CSV, TensorBoard)
     write ``<run_dir>/version_<n>``: a restart adds a version instead of truncating the previous
-    ``metrics.csv`` (PITFALLS §3). Returns the run directory, None when there is none.
+    ``metrics.csv`` (Lightning's CSV logger empties a reused version directory: ``csv_logs.py``
+    ``_check_log_dir_exists``). Returns the run directory, None when there is none.
     """
     loggers = _logger_configs(config.trainer.get("logger"))
     run_dir = config.get("run_dir")
@@ -310,7 +313,7 @@ class Preemption(Callback):
 
     Lightning's own auto-requeue saves from inside the signal handler, at whatever bytecode the
     signal interrupts, and does a collective there; ranks can then hang or save a torn state
-    (PITFALLS §1, PL#21406). Here the handler only sets a flag; at the next step boundary all ranks
+    (Lightning-AI/pytorch-lightning#21406). Here the handler only sets a flag; at the next step boundary all ranks
     agree through one all-reduce, save ``last.ckpt`` together, rank 0 runs ``scontrol requeue``, and
     the process leaves (``SIGTERMException``, exit 0). The requeued job (same id, same run directory)
     resumes from that checkpoint.
