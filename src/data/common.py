@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from src.choices import check_choices
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
 
 
@@ -116,8 +117,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size={batch_size} must be positive")
         if padding < 0:
             raise ValueError(f"padding={padding} must be >= 0")
-        if normalize not in ("per_channel", "per_pixel_mean"):
-            raise ValueError(f"normalize={normalize!r} is not one of per_channel, per_pixel_mean")
+        check_choices(InMemoryImageDataModule.__init__, locals())
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed

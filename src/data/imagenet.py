@@ -29,6 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from src.choices import check_choices
 from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
 
 log = logging.getLogger(__name__)
@@ -182,8 +183,7 @@ class ImageNetDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None,
     ) -> None:
         super().__init__()
-        if train_crop not in ("scale", "random_resized"):
-            raise ValueError(f"train_crop={train_crop!r} is not one of scale, random_resized")
+        check_choices(ImageNetDataModule.__init__, locals())
         if not crop_size <= scale_range[0] <= scale_range[1]:
             raise ValueError(f"scale_range={list(scale_range)} must be ordered and start at >= crop_size={crop_size}")
         if eval_resize < crop_size:

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnP
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
+from src.choices import check_choices
 from src.fault import check_checkpoint_fits
 
 STAGES = ("train", "val", "test")
@@ -127,14 +128,7 @@ class ImageClassifier(L.LightningModule):
                 raise ValueError(f"{key}={value} must be >= 0")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        for key, choice, allowed in (
-            ("schedule", schedule, ("multistep", "plateau", "cosine", "constant")),
-            ("milestone_unit", milestone_unit, ("epoch", "step")),
-            ("warmup_mode", warmup_mode, ("linear", "constant")),
-            ("lr_scaling", lr_scaling, ("none", "linear")),
-        ):
-            if choice not in allowed:  # the CLI checks the Literal types; Python callers get this
-                raise ValueError(f"{key}={choice!r} is not one of {', '.join(allowed)}")
+        check_choices(ImageClassifier.__init__, locals())
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones={list(milestones)} must be increasing")
         if base_batch_size <= 0:

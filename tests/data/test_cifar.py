@@ -206,3 +206,8 @@ def test_global_batch_size_splits_over_processes_and_accumulation(cifar10_dir: P
     odd.trainer = data.trainer
     with pytest.raises(ValueError, match=r"data.global_batch_size=15 does not split evenly over 1 process"):
         odd.setup("fit")
+
+
+def test_a_choice_outside_its_literal_names_the_key(cifar10_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"normalize='zca' is not one of per_channel, per_pixel_mean"):
+        dm10(cifar10_dir, normalize="zca")

@@ -160,6 +160,8 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path) -> None:
         ({"weight_decay": -1.0}, "weight_decay=-1.0 must be >= 0"),
         ({"label_smoothing": 1.0}, "label_smoothing=1.0 must be in"),
         ({"milestones": [60, 30]}, "milestones=[60, 30] must be increasing"),
+        ({"schedule": "linear"}, "schedule='linear' is not one of multistep, plateau, cosine, constant"),
+        ({"lr_scaling": "sqrt"}, "lr_scaling='sqrt' is not one of none, linear"),
     ],
 )
 def test_bad_hyperparameters_are_named(kwargs: dict, message: str) -> None:
