@@ -1,5 +1,7 @@
 import os
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -31,3 +33,11 @@ def fmnist_dir() -> Path:
     if not (FMNIST_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.fail(f"real Fashion-MNIST missing in {FMNIST_DIR}: apt-get install dataset-fashion-mnist")
     return FMNIST_DIR
+
+
+def run_cli(*args: str) -> Any:
+    """``python -m src.cli ARGS`` in this process; returns the LightningCLI."""
+    from src.cli import main
+
+    with mock.patch("sys.argv", ["src.cli"]):  # pytest's own argv is not the CLI's
+        return main(list(args))

@@ -5,14 +5,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
 import yaml
 
-from src.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 FRAGMENT_DIRS = {"data", "trainer"}  # pieces composed with an experiment config, not runnable alone
 EXPERIMENTS = sorted(
@@ -22,11 +20,6 @@ EXPERIMENTS = sorted(
 
 # An ImageNet recipe on random data: the CLI's whole path without files.
 R18_SYNTHETIC = ("fit", "-c", "configs/r18.yaml", "-c", "configs/data/synthetic.yaml")
-
-
-def run_cli(*args: str) -> object:
-    with mock.patch("sys.argv", ["src.cli"]):  # pytest's own argv is not the CLI's
-        return main(list(args))
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=str)

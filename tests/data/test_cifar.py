@@ -5,15 +5,13 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
 import pytest
 import torch
 import yaml
 
 from src.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read_cifar_batch
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.data.conftest import write_cifar10
 
 CIFAR_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "cifar").glob("*.yaml"))
@@ -112,17 +110,10 @@ def test_missing_truncated_and_malformed_files_are_named(tmp_path: Path) -> None
 # --- configs ------------------------------------------------------------------------------
 
 
-def run_cli(args: list[str]) -> Any:
-    from src.cli import main
-
-    with mock.patch("sys.argv", ["src.cli"]):
-        return main(args)
-
-
 @pytest.mark.parametrize("name", CIFAR_CONFIGS)
 def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "-c", f"configs/cifar/{name}.yaml", "--print_config"])
+        run_cli("fit", "-c", f"configs/cifar/{name}.yaml", "--print_config")
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model, net = config["model"], config["model"]["net"]["init_args"]
@@ -144,7 +135,7 @@ def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: 
 def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> None:
     steps = 1 if name in DEEP else 2  # ResNet-1202 takes seconds per step on 2 cores
     cli = run_cli(
-        [
+        *[
             "fit", "-c", f"configs/cifar/{name}.yaml", f"--data.init_args.data_dir={cifar10_dir}",
             "--data.init_args.val_size=8", "--data.init_args.batch_size=2", f"--trainer.max_steps={steps}",
             f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=1",
@@ -159,7 +150,7 @@ def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> 
 
 def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path) -> None:
     run_cli(
-        [
+        *[
             "fit", "-c", "configs/cifar/resnet20.yaml", "-c", "configs/data/cifar100.yaml",
             f"--data.data_dir={cifar100_dir}", "--data.val_size=10", "--data.batch_size=4", "--data.on_device=true",
             "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",

@@ -4,7 +4,6 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import lightning as L
 import pytest
@@ -23,6 +22,7 @@ from src.data.imagenet import (
 )
 from src.models.classifier import ImageClassifier, multi_crop_probs
 from src.models.resnet import ResNet
+from tests.conftest import run_cli
 from tests.data.conftest import CLASSES, corrupt_file, write_imagefolder, write_jpeg
 
 LOW = min(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
@@ -181,19 +181,12 @@ SMALL = [
 ]  # fmt: skip
 
 
-def run_cli(args: list[str]) -> None:
-    from src.cli import main
-
-    with mock.patch("sys.argv", ["src.cli"]):
-        main(args)
-
-
 @pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
 def test_config_parses_and_composes_with_synthetic(depth: int, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     synthetic = ["-c", "configs/data/synthetic.yaml"]
     for extra, data_class in (([], "imagenet.ImageNetDataModule"), (synthetic, "synthetic.SyntheticDataModule")):
         with pytest.raises(SystemExit) as exit_info:
-            run_cli(["fit", "-c", f"configs/r{depth}.yaml", *extra, "--print_config"])
+            run_cli("fit", "-c", f"configs/r{depth}.yaml", *extra, "--print_config")
         assert exit_info.value.code == 0
         data = yaml.safe_load(capsys.readouterr().out)["data"]
         assert data["class_path"] == f"src.data.{data_class}"
@@ -202,7 +195,7 @@ def test_config_parses_and_composes_with_synthetic(depth: int, in_tmp: Path, cap
 
 @pytest.mark.parametrize("depth", [18, 34, 50, *(pytest.param(d, marks=pytest.mark.slow) for d in (101, 152))])
 def test_config_runs_a_few_steps_and_saves_the_classes(depth: int, imagenet_dir: Path, in_tmp: Path) -> None:
-    run_cli(["fit", "-c", f"configs/r{depth}.yaml", f"--data.init_args.data_dir={imagenet_dir}", *SMALL])
+    run_cli("fit", "-c", f"configs/r{depth}.yaml", f"--data.init_args.data_dir={imagenet_dir}", *SMALL)
     run = next(in_tmp.glob(f"runs/r{depth}/*/"))
     assert json.loads((run / "classes.json").read_text())["classes"] == list(CLASSES)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
@@ -212,7 +205,7 @@ def test_config_runs_a_few_steps_and_saves_the_classes(depth: int, imagenet_dir:
 
 def test_wrong_root_fails_before_training(tmp_path: Path, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:  # the CLI reports the DataModule's error as a config error
-        run_cli(["fit", "-c", "configs/r18.yaml", f"--data.init_args.data_dir={tmp_path / 'missing'}", *SMALL])
+        run_cli("fit", "-c", "configs/r18.yaml", f"--data.init_args.data_dir={tmp_path / 'missing'}", *SMALL)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"invalid configuration: data_dir={tmp_path / 'missing'} is not a directory" in err
