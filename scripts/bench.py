@@ -128,8 +128,20 @@ class BareLoop:
         self.net = net.to(device).train().to(memory_format=self.fmt)
         if s.compile:
             self.net.compile(backend=compile_backend)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        self.initial = {k: v.clone() for k, v in self.net.state_dict().items()}
+        self.opt = self.new_optimizer()
         self.bf16, self.batches, self.device, self.batch = s.precision == "bf16-mixed", batches, device, batch
+
+    def new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+    def reset(self) -> None:
+        """Back to the initial weights and a fresh optimizer. Trained on random labels at lr 0.1, the
+        activations drift towards denormal numbers, which CPUs compute far slower (bf16 included, which
+        set_flush_denormal does not cover): without this, later repeats measure the drift (seen: 39 -> 3
+        images/s over 5 repeats of ResNet-50 on 2 cores)."""
+        self.net.load_state_dict(self.initial)
+        self.opt = self.new_optimizer()
 
     def step(self) -> None:
         x, y = next(self.batches)
@@ -152,6 +164,7 @@ class BareLoop:
         return time.perf_counter() - t0
 
     def __call__(self, warmup: int, steps: int) -> float:
+        self.reset()
         for _ in range(warmup):
             self.step()
         sync(self.device)
@@ -184,9 +197,11 @@ class LightningFit:
 
     def __init__(self, net: nn.Module, data: L.LightningDataModule, s: Setting, accel: str) -> None:
         self.model = ImageClassifier(net, channels_last=s.channels_last, compile=s.compile, schedule="constant")
+        self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.data, self.s, self.accel = data, s, accel
 
     def __call__(self, warmup: int, steps: int) -> float:
+        self.model.load_state_dict(self.initial)  # as BareLoop.reset (the Trainer makes a new optimizer)
         timer = WindowTimer(warmup, steps)
         trainer = L.Trainer(
             accelerator=self.accel,
