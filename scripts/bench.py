@@ -347,10 +347,18 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add +compile rows (slow to compile on a CPU)")
     parser.add_argument("--window-s", type=float, help="seconds per timed window (default: 3 quick, 2 full)")
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 5)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: 1 with --quick, torch's otherwise). On a small shared CPU one thread "
+        "is steadier: a multi-threaded op waits for whichever of its threads the scheduler gave away",
+    )
     parser.add_argument("--out", default="benchmarks/results.md")
     args = parser.parse_args()
 
     device = setup_torch()
+    if args.threads or args.quick:
+        torch.set_num_threads(args.threads or 1)
     accel = "gpu" if device.type == "cuda" else "cpu"
     z = QUICK if args.quick else FULL
     z.window_s = args.window_s or z.window_s
