@@ -10,8 +10,8 @@ Online, runs come from the W&B API, filtered by group and tags. Per group the re
 (model, depth, unit, shortcut, params, GMACs, best val error, final test error, train time, environment)
 and a figure of top-1 error per run, thin = train, bold = validation (the held-out curve; the test split
 is scored once, at the end, and drawn as a dot), as in the ResNet papers' figures. A group whose runs
-come from different software environments (packages, torch, CUDA, cuDNN) gets a warning line, and the
-report ends with a table of the environments.
+come from different software environments (Python, packages, torch, CUDA, cuDNN) gets a warning line,
+and the report ends with a table of the environments.
 ``--wandb-report`` also publishes the comparison as a W&B Report (``pip install wandb-workspaces``).
 """
 
@@ -282,9 +282,9 @@ def html_table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-# What makes two runs' software the same: the package digest covers the Python packages (torch and its
-# CUDA wheels included); CUDA and cuDNN also cover a cluster's own torch build, which has no such wheels.
-ENV_KEYS = ("env/packages", "versions/torch", "versions/cuda", "versions/cudnn")
+# What makes two runs' software the same: the interpreter, the package digest (torch and its CUDA wheels
+# included), and CUDA and cuDNN, which also cover a cluster's own torch build (it has no such wheels).
+ENV_KEYS = ("versions/python", "env/packages", "versions/torch", "versions/cuda", "versions/cudnn")
 ENV_COLUMNS = [  # header, run fact
     ("python", "versions/python"),
     ("torch", "versions/torch"),
