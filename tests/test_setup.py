@@ -62,6 +62,8 @@ def test_setup_as_a_user_reuses_the_torch_of_the_python_it_starts_from(user_dir:
     made from Debian's python3): setup.sh makes .venv, keeps that torch, installs the lock, and the project runs."""
     if environment.check():
         pytest.skip("needs the locked environment to start from: bash scripts/setup.sh --dev")
+    if subprocess.run(as_user(NOBODY, user_dir, [sys.executable, "-c", ""]), capture_output=True).returncode:
+        pytest.skip(f"user {NOBODY} cannot run {sys.executable} (a .venv made from a Python under /root?)")
     checkout = checkout_for(user_dir, NOBODY)
     setup = subprocess.run(as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=sys.executable),
                            cwd=checkout, capture_output=True, text=True, timeout=900)  # fmt: skip
