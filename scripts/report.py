@@ -7,15 +7,18 @@
 Local inputs are the run directories the CLI writes (``metrics.csv``, ``hparams.yaml``); a directory
 with only an offline W&B run (``offline-run-*/run-*.wandb``) is read from that transaction log.
 Online, runs come from the W&B API, filtered by group and tags. Per group the report has a table
-(model, depth, unit, shortcut, params, GMACs, best val error, final test error, train time) and a
-figure of top-1 error per run, thin = train, bold = validation (the held-out curve; the test split
-is scored once, at the end, and drawn as a dot), as in the ResNet papers' figures.
+(model, depth, unit, shortcut, params, GMACs, best val error, final test error, train time, environment)
+and a figure of top-1 error per run, thin = train, bold = validation (the held-out curve; the test split
+is scored once, at the end, and drawn as a dot), as in the ResNet papers' figures. A group whose runs
+come from different software environments (Python, packages, torch, CUDA, cuDNN) gets a warning line,
+and the report ends with a table of the environments.
 ``--wandb-report`` also publishes the comparison as a W&B Report (``pip install wandb-workspaces``).
 """
 
 import argparse
 import base64
 import csv
+import hashlib
 import html
 import json
 import math
@@ -245,6 +248,7 @@ COLUMNS = [  # header, how to get it, format
     ("final test err (%)", lambda r: r.last(ERR_TEST), "{:.2f}"),
     ("train time (s)", lambda r: r.total("perf/epoch_s"), "{:.1f}"),
     ("images/s", lambda r: r.last("perf/images_per_s"), "{:.0f}"),
+    ("env", lambda r: env_id(r), "{}"),
 ]
 
 
@@ -276,6 +280,65 @@ def html_table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+# What makes two runs' software the same: the interpreter, the package digest (torch and its CUDA wheels
+# included), and CUDA and cuDNN, which also cover a cluster's own torch build (it has no such wheels).
+ENV_KEYS = ("versions/python", "env/packages", "versions/torch", "versions/cuda", "versions/cudnn")
+ENV_COLUMNS = [  # header, run fact
+    ("python", "versions/python"),
+    ("torch", "versions/torch"),
+    ("CUDA", "versions/cuda"),
+    ("cuDNN", "versions/cudnn"),
+    ("lightning", "versions/lightning"),
+    ("lock", "env/lock"),
+    ("packages", "env/packages"),
+    ("off the lock", "env/off_lock"),
+]
+
+
+def env_id(run: Run) -> str | None:
+    """A short name for the run's software environment; None for runs that did not record one."""
+    if run.facts.get("env/packages") is None:
+        return None
+    key = "\n".join(str(run.facts.get(k)) for k in ENV_KEYS)
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return "–" if value is None else str(value)
+
+
+def environment_warning(runs: list[Run]) -> str | None:
+    """One line when ``runs`` come from more than one environment (or some recorded none), else None."""
+    envs: dict[str | None, list[str]] = {}
+    for run in runs:
+        envs.setdefault(env_id(run), []).append(run.name)
+    if len(envs) < 2:
+        return None
+    known = [r for r in runs if env_id(r)]
+    differ = [k for k in ENV_KEYS if len({_fact(r.facts.get(k)) for r in known}) > 1]
+    parts = [f"{env or 'not recorded'} ({', '.join(names)})" for env, names in envs.items()]
+    return (
+        f"Warning: these runs come from {len(envs)} different environments: {'; '.join(parts)}"
+        + (f"; they differ in {', '.join(differ)}" if differ else "")
+        + ". Their numbers may differ because of the software, not only the model."
+    )
+
+
+def environments_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per environment: its versions, digests, packages off the lock, and its runs."""
+    envs: dict[str, list[Run]] = {}
+    for run in runs:
+        envs.setdefault(env_id(run) or "not recorded", []).append(run)
+    header = ["env", *(h for h, _ in ENV_COLUMNS), "runs"]
+    body = [
+        [env, *(_fact(members[0].facts.get(k)) for _, k in ENV_COLUMNS), ", ".join(r.name for r in members)]
+        for env, members in envs.items()
+    ]
+    return header, body
 
 
 def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step") -> Path:
@@ -340,18 +403,25 @@ def write_report(runs: list[Run], out: Path, title: str = "Run comparison", x: s
         header, rows = table(members)
         figure = plot_errors(members, f"{group}: top-1 error", out / "figures" / f"{_slug(group)}.png", x)
         rel = figure.relative_to(out).as_posix()
-        md += [f"## {group}", "", markdown_table(header, rows), "", f"![{group}: top-1 error]({rel})", "", legend, ""]
+        warning = environment_warning(members)
+        md += [f"## {group}", ""] + ([f"> **{warning}**", ""] if warning else [])
+        md += [markdown_table(header, rows), "", f"![{group}: top-1 error]({rel})", "", legend, ""]
         png = base64.b64encode(figure.read_bytes()).decode()
         body_html += [
             f"<h2>{html.escape(group)}</h2>",
+            f'<p class="warning">{html.escape(warning)}</p>' if warning else "",
             html_table(header, rows),
             f'<figure><img src="data:image/png;base64,{png}" alt="{html.escape(group)}: top-1 error">'
             f"<figcaption>{legend}</figcaption></figure>",
         ]
+    header, rows = environments_table(runs)
+    intro = "The software each run recorded (python -m src.environment shows the current one), by env id."
+    md += ["## Environments", "", intro, "", markdown_table(header, rows), ""]
+    body_html += ["<h2>Environments</h2>", f"<p>{html.escape(intro)}</p>", html_table(header, rows)]
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
         "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
-        "td:nth-child(-n+5){text-align:left}img{max-width:100%}"
+        "td:nth-child(-n+5){text-align:left}img{max-width:100%}.warning{color:#a00;font-weight:bold}"
     )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body_html)}</body></html>"  # noqa: E501
     (out / "report.md").write_text("\n".join(md))
@@ -405,6 +475,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         else:
             runs = find_runs(args.runs)
         outputs = write_report(runs, args.out, args.title, args.x)
+        for group, members in group_runs(runs).items():
+            warning = environment_warning(members)
+            if warning:
+                print(f"report.py: {group}: {warning}", file=sys.stderr)
         print(f"{len(runs)} runs -> {outputs['markdown']}, {outputs['html']}, {outputs['figures']}/")
         if args.wandb_report:
             entity, project = args.wandb_project.split("/", 1)

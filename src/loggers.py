@@ -10,7 +10,8 @@
   ``metrics.csv`` and ``hparams.yaml`` are always written, which is what ``scripts/report.py``
   reads, and the first logger's directory stays the run directory (``config.yaml``, checkpoints).
 - ``RunFacts`` logs, once per run, git commit/dirty, parameters, GMACs, hardware, precision and
-  versions as hyperparameters, and per epoch the wall time and training images per second.
+  the software environment (``src.environment.facts``: Python/torch/CUDA/cuDNN versions, lock and
+  package digests) as hyperparameters, and per epoch the wall time and training images per second.
 """
 
 import netrc
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import lightning
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
@@ -33,6 +33,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
+from src import environment
 from src.models.profile import count_macs, count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,8 +213,6 @@ def hardware(trainer: Trainer) -> dict[str, Any]:
         "hw/cpus": os.cpu_count(),
         "hw/precision": str(trainer.precision),
         "hw/strategy": type(trainer.strategy).__name__,
-        "versions/torch": str(torch.__version__),  # a TorchVersion is no plain YAML str
-        "versions/lightning": lightning.__version__,
     }
 
 
@@ -221,7 +220,9 @@ class RunFacts(Callback):
     """Logs what a comparison needs beside the metrics.
 
     Once, at the first batch (whose shape gives the input size for the FLOP count): run name,
-    group and tags, git commit/dirty, model params/GMACs/depth/unit/shortcut, hardware, precision.
+    group and tags, git commit/dirty, model params/GMACs/depth/unit/shortcut, hardware, precision, and
+    the environment: ``versions/{python,torch,cuda,cudnn,lightning}``, ``env/lock`` (digest of the lock
+    files), ``env/packages`` (digest of the installed packages the project runs on) and ``env/off_lock``.
     Every training epoch: ``perf/epoch_s`` (wall time of the epoch including its validation) and
     ``perf/images_per_s`` (training images over the time from epoch start to the last training batch,
     summed over all processes).
@@ -251,6 +252,7 @@ class RunFacts(Callback):
             facts[f"model/{key}"] = getattr(net, key, None)
         facts.update(git_state())
         facts.update(hardware(trainer))
+        facts.update(environment.facts())
         for logger in trainer.loggers:
             logger.log_hyperparams(facts)
 

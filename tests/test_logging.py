@@ -1,4 +1,6 @@
 import csv
+import hashlib
+import platform
 import re
 import socket
 from pathlib import Path
@@ -12,6 +14,7 @@ from scripts.report import read_wandb_offline
 from src.loggers import WandbOptions, git_state, network_depth, resolve_mode, run_name, with_wandb
 from src.models import resnet as R
 from src.models.profile import count_macs, count_params
+from tests.conftest import REPO
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
 
@@ -99,6 +102,13 @@ def test_offline_run_logs_config_facts_and_metrics(wandb_home: Path, monkeypatch
     assert facts["hw/accelerator"] == "cpu" and facts["hw/precision"] == "32-true" and facts["hw/world_size"] == 1
     assert facts["git/commit"] == git_state()["git/commit"]
     assert (run_dir / "config.yaml").exists()
+    # The software: versions as torch reports them, a digest of the lock files, one of the packages run on.
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    assert (facts["versions/python"], facts["versions/torch"]) == (platform.python_version(), str(torch.__version__))
+    assert (facts["versions/cuda"], facts["versions/cudnn"]) == (torch.version.cuda, cudnn)
+    lock = b"".join((REPO / name).read_bytes() for name in ("requirements.lock.txt", "requirements.torch.txt"))
+    assert facts["env/lock"] == hashlib.sha256(lock).hexdigest()[:16]
+    assert re.fullmatch(r"[0-9a-f]{16}", facts["env/packages"]) and isinstance(facts["env/off_lock"], list)
 
     # The offline W&B run sits inside the run directory and holds the resolved config and the same metrics.
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
@@ -107,6 +117,8 @@ def test_offline_run_logs_config_facts_and_metrics(wandb_home: Path, monkeypatch
     assert config["cli"]["model"]["net"]["init_args"]["unit"] == "original"
     assert config["cli"]["trainer"]["max_epochs"] == 2
     assert config["model/params"] == facts["model/params"] and config["git/commit"] == facts["git/commit"]
+    env_keys = [k for k in facts if k.startswith(("env/", "versions/"))]
+    assert len(env_keys) == 8 and {k: config[k] for k in env_keys} == {k: facts[k] for k in env_keys}
     val = [h["val/err1"] for h in history if "val/err1" in h]
     assert val == pytest.approx(_csv_column(run_dir, "val/err1"))
 

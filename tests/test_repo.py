@@ -15,5 +15,8 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     train, test = readme_commands()
     assert "python -m src.cli fit -c configs/quickstart.yaml" in train
     assert "pytest" in test
+    # Both run in the virtualenv setup.sh makes, whatever python3 is (Debian's refuses pip: PEP 668).
+    assert train.startswith("bash scripts/setup.sh && .venv/bin/python ")
+    assert test.startswith("bash scripts/setup.sh --dev && .venv/bin/python ")
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert ci[-1] == test, ".ci/run must end with exactly README's test command"

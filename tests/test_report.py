@@ -1,6 +1,7 @@
 import base64
 import csv
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,8 +10,10 @@ import pytest
 import yaml
 
 from scripts import report
+from src import environment
 from src.models.profile import count_params
 from src.models.resnet import ResNet
+from tests.test_environment import shadow
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
 RUNS = {  # run name: (group, extra CLI args)
@@ -55,8 +58,9 @@ def markdown_rows(md: str) -> dict[str, dict[str, str]]:
 def test_report_table_matches_the_metrics_files(run_root: Path, tmp_path: Path) -> None:
     out = report.main([str(run_root), "--out", str(tmp_path / "out")])
     md = out["markdown"].read_text()
-    assert sorted(re.findall(r"^## (.+)$", md, flags=re.M)) == ["plain", "units"]
-    rows = markdown_rows(md)
+    *groups, last = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert sorted(groups) == ["plain", "units"] and last == "Environments"
+    rows = markdown_rows(md.split("## Environments")[0])
     assert set(rows) == set(RUNS)  # one row per run
     for run_dir in sorted(run_root.glob("*/version_*")):
         name = run_dir.parent.name
@@ -69,6 +73,11 @@ def test_report_table_matches_the_metrics_files(run_root: Path, tmp_path: Path) 
         net = ResNet(**{**init_args, "num_classes": 10, "in_channels": 1})
         assert float(row["params (M)"]) == pytest.approx(count_params(net) / 1e6, abs=5e-4)
         assert (row["unit"], row["shortcut"], row["depth"]) == (net.unit, net.shortcut, "8")
+    # All three ran here, in one environment: one env id, no warning, one row in the environments table.
+    assert len({row["env"] for row in rows.values()}) == 1 and re.fullmatch(r"[0-9a-f]{8}", rows[name]["env"])
+    assert "Warning" not in md
+    (env,) = markdown_rows(md.split("## Environments")[1].replace("| env |", "| run |")).values()
+    assert env["packages"] == environment.facts()["env/packages"] and sorted(env["runs"].split(", ")) == sorted(RUNS)
 
 
 def test_figures_are_pngs_and_the_html_is_self_contained(run_root: Path, tmp_path: Path) -> None:
@@ -96,15 +105,52 @@ def test_offline_wandb_runs_give_the_same_numbers_as_the_csv(run_root: Path) -> 
         assert (from_wandb.name, from_wandb.group) == (from_csv.name, from_csv.group) == (
             run_dir.parent.name, RUNS[run_dir.parent.name][0])  # fmt: skip
         for key in (report.ERR_VAL, report.ERR_TRAIN):
-            assert from_wandb.series(key) == pytest.approx(from_csv.series(key))
+            assert from_csv.series(key), f"{key} missing from {run_dir}/metrics.csv"
+            # Steps exactly, values approximately: pytest 9's approx() rejects nested data (lists of tuples).
+            wandb_steps, wandb_values = zip(*from_wandb.series(key), strict=True)
+            csv_steps, csv_values = zip(*from_csv.series(key), strict=True)
+            assert wandb_steps == csv_steps
+            assert list(wandb_values) == pytest.approx(list(csv_values))
         assert from_wandb.last(report.ERR_TEST) == pytest.approx(from_csv.last(report.ERR_TEST))
+
+
+def test_runs_from_different_environments_are_flagged(
+    run_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run of the module's beside a real run made in another environment (one runtime package at another
+    version): the report names both environments and warns in the group and on stderr."""
+    root = tmp_path / "runs"
+    shutil.copytree(run_root / "r8-original-A", root / "r8-original-A")
+    isolate_wandb(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.syspath_prepend(str(shadow(tmp_path / "site", "tqdm", "4.0.0")))
+    environment.facts.cache_clear()  # computed once per process: this run must see the new tqdm
+    try:
+        fit(tiny_args(root, "elsewhere", "--wandb.group=units", "--wandb.name=r8-elsewhere"))
+    finally:
+        environment.facts.cache_clear()
+    out = report.main([str(root), "--out", str(tmp_path / "out")])
+    md = out["markdown"].read_text()
+    rows = markdown_rows(md.split("## Environments")[0])
+    assert set(rows) == {"r8-original-A", "r8-elsewhere"}
+    ours, theirs = rows["r8-original-A"]["env"], rows["r8-elsewhere"]["env"]
+    assert ours != theirs
+    warning = (
+        f"Warning: these runs come from 2 different environments: {theirs} (r8-elsewhere); {ours} (r8-original-A); "
+        "they differ in env/packages."
+    )
+    assert f"> **{warning}" in md and warning in out["html"].read_text()
+    assert f"units: {warning}" in capsys.readouterr().err
+    environments = markdown_rows(md.split("## Environments")[1].replace("| env |", "| run |"))
+    assert f"tqdm 4.0.0 (lock {environment.locked_here()['tqdm']})" in environments[theirs]["off the lock"]
+    assert environments[theirs]["torch"] == environments[ours]["torch"]
 
 
 def test_offline_wandb_dir_alone_is_a_report_input(run_root: Path, tmp_path: Path) -> None:
     run_dir = next(run_root.glob("r8-original-A/version_*"))
     (wandb_dir,) = run_dir.glob("wandb/offline-run-*")
     out = report.main([str(wandb_dir), "--out", str(tmp_path / "out")])
-    rows = markdown_rows(out["markdown"].read_text())
+    rows = markdown_rows(out["markdown"].read_text().split("## Environments")[0])
     assert list(rows) == [run_dir.parent.name]
 
 

@@ -39,8 +39,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
 @pytest.fixture
 def workdir(tmp_path: Path, cluster: SlurmCluster) -> Path:
     # The jobs inherit this environment (sbatch --export=ALL): the repo on the path, no W&B, one
-    # thread per rank so two ranks share the two cores of a laptop/CI machine.
-    cluster.env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    # thread per rank so two ranks share the two cores of a laptop/CI machine. The template runs
+    # `python` from PATH: this interpreter's (the tested .venv's), not whichever python PATH has first.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    cluster.env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", OMP_NUM_THREADS="1", PATH=path)
     return tmp_path
 
 
