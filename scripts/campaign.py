@@ -317,6 +317,8 @@ def smoke_items(ctx: Context) -> dict[str, list[list[str]]]:
         "--data.init_args.scale_range=[40, 48]",
         "--data.init_args.ten_crop_test=true",
         "--data.init_args.num_workers=2",
+        "--data.init_args.global_batch_size=null",
+        "--data.init_args.val_size=3",  # of the 12 train/ images; val/ stays the test split
         *common,
     ]
     predict_dir = root / "predict"
