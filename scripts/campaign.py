@@ -254,7 +254,7 @@ def smoke_items(ctx: Context) -> dict[str, list[list[str]]]:
     common = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *gpu]
 
     def logger(name: str) -> list[str]:
-        return [f"--trainer.logger.init_args.save_dir={root}", f"--trainer.logger.init_args.name={name}"]
+        return [f"--trainer.default_root_dir={root}", f"--name={name}"]
 
     size = 16 if ctx.quick else 32
     synthetic = [
@@ -533,8 +533,8 @@ def tta_args(ctx: Context, root: Path, epochs: int) -> list[str]:
         "--model.warmup_steps=200",
         f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false",
-        f"--trainer.logger.init_args.save_dir={root}",
-        "--trainer.logger.init_args.name=resnet20",
+        f"--trainer.default_root_dir={root}",
+        "--name=resnet20",
     ]
     if not ctx.quick:
         args += ["--trainer.precision=bf16-mixed", "--model.channels_last=true"]

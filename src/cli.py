@@ -2,30 +2,40 @@
 
 Several ``-c`` files compose left to right (later wins); any key can be overridden on
 the command line (``--model.lr 0.05``); ``--print_config`` shows the merged result.
-Everything a run writes lands in ``runs/<name>/version_<n>/``: ``config.yaml``,
-``metrics.csv`` and ``checkpoints/{best-*,last}.ckpt``.
+Where a run writes is ``src/run.py``'s ``RunLayout``: by default ``runs/<name>/version_<n>/`` holds
+``config.yaml``, ``metrics.csv`` and ``checkpoints/{best-*,last}.ckpt``; with ``--run_dir`` (and in
+every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's logs to
+``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
 """
 
 from typing import Any
 
 import torch
-from jsonargparse import lazy_instance
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
-from src.fault import RUN_DIR_HELP, fault_callbacks, fault_plugins, pin_run_dir, resume_from_run_dir
-from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_name, with_wandb
+from src.callbacks import FiniteLoss, Preemption, ResumeState
+from src.checkpoint_io import AtomicCheckpointIO
+from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
 from src.models.classifier import ImageClassifier
+from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
+
+CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
 
 
 class ResNetCLI(LightningCLI):
+    layout: RunLayout  # set when the trainer is made; everything that writes asks it where
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Always present (a config's own `trainer.callbacks` list cannot drop them):
-        # the best checkpoint by validation error, and `last.ckpt` for resuming.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        # Always present (a config's own `trainer.callbacks` list cannot drop them): the best checkpoint
+        # by validation error, and `last.ckpt` for resuming. Not instantiated by the parser: their
+        # directory comes from the run layout (instantiate_trainer).
+        for group in CHECKPOINTS:
+            parser.add_class_arguments(ModelCheckpoint, group, instantiate=False)
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/err1",
@@ -45,6 +55,13 @@ class ResNetCLI(LightningCLI):
         parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
         # W&B beside the CSV logger: project, entity, group, tags, mode (auto = offline without a login).
         parser.add_class_arguments(WandbOptions, "wandb")
+        parser.add_argument(
+            "--name",
+            type=str | None,
+            default=None,
+            help="experiment name: runs land in <trainer.default_root_dir>/<name>/ (default: from the network,"
+            " e.g. r56-full_preact-A)",
+        )
         parser.add_argument("--run_dir", type=str | None, default=None, help=RUN_DIR_HELP)
         parser.add_argument(
             "--test_after_fit",
@@ -69,21 +86,54 @@ class ResNetCLI(LightningCLI):
                 hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
             self.parser.error(f"invalid configuration: {cause}{hint}")
 
-    def before_instantiate_classes(self) -> None:
-        # A stable run directory (explicit, or the SLURM job's) for checkpoints and logs.
-        pin_run_dir(self._of_subcommand(self.config))
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
+        config = self._of_subcommand(self.config_init)
+        trainer = config["trainer"]
+        net_name = run_name(self.model.net)
+        layout = RunLayout.resolve(trainer["default_root_dir"], config["name"] or net_name, config["run_dir"])
+        self.layout = layout
+        wandb: WandbOptions = config["wandb"]
+        name = wandb.name or net_name
+        callbacks = list(trainer.get("callbacks") or [])
+        if trainer.get("enable_checkpointing") is not False:
+            for group in CHECKPOINTS:
+                args = config[group].as_dict()
+                callbacks.append(ModelCheckpoint(**{**args, "dirpath": args["dirpath"] or layout.checkpoint_dir}))
+        # Rich progress bar by default, unless the config disables bars or brings its own.
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar())
+        callbacks.append(RunFacts(name, wandb.group, wandb.tags))
+        if slurm_job_tag() is not None:
+            callbacks.append(Preemption(checkpoint_dir=layout.checkpoint_dir))
+        kwargs = {
+            "default_root_dir": str(layout.root),
+            "logger": run_loggers(layout.csv_logger(), trainer.get("logger"), wandb, name),
+            "callbacks": callbacks,
+            "plugins": plugins(trainer.get("plugins")),
+            **kwargs,
+        }
+        return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
-        resume_from_run_dir(self.config_init["fit"], self.trainer)  # no-op without a run dir or checkpoint
+        # A stable run directory resumes from its newest checkpoint; an explicit --ckpt_path wins.
+        # Weights-only loading is off: the checkpoint was written by this very run (its hparams hold
+        # the CLI's class paths, which are not on torch's allowlist).
+        config = self.config_init["fit"]
+        if config.get("ckpt_path") is None and (found := self.layout.resume_checkpoint()) is not None:
+            config["ckpt_path"], config["weights_only"] = str(found), False
+            rank_zero_info(f"Resuming from {found} (newest checkpoint of run directory {self.layout.run_dir})")
 
     def after_fit(self) -> None:
+        # Here and not in a callback: a Trainer cannot start `test` from inside its own `fit` hooks.
         if not self.config_value("test_after_fit") or getattr(self.trainer, "fast_dev_run", False):
             return
         ckpt = self.trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") or None
         data = self.datamodule
         if best and getattr(data, "val_is_test", False):
-            # val_size: 0 validates on the test split; "best" was chosen on it, so report the last.
+            # The DataModule validates on its test split (e.g. ImageNet with val_size: 0): "best" was
+            # chosen on the test set, so report the last checkpoint instead.
             best = None
         self.trainer.test(self.model, datamodule=data, ckpt_path=best or "last", weights_only=False)
         metrics = self.trainer.callback_metrics
@@ -94,31 +144,22 @@ class ResNetCLI(LightningCLI):
                 f"of {which}\nrun directory: {self.trainer.log_dir}"
             )
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        if config.get("enable_checkpointing") is False:  # the always-present checkpoint groups step aside
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        # Rich progress bar by default, unless the config disables bars or brings its own.
-        given = list(callbacks) + list(config.get("callbacks") or [])
-        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
-            callbacks = [*callbacks, RichProgressBar()]
-        wandb = self._config_init_value("wandb")
-        name = wandb.name or run_name(self.model.net)
-        config["logger"] = with_wandb(config.get("logger"), wandb, name)
-        callbacks = [*callbacks, RunFacts(name, wandb.group, wandb.tags)]
-        callbacks = [*callbacks, *fault_callbacks()]  # NaN stop, RNG state, SLURM preemption
-        config["plugins"] = fault_plugins(config.get("plugins"))  # atomic checkpoint writes
-        return super()._instantiate_trainer(config, callbacks)
-
-    def _config_init_value(self, key: str) -> Any:
-        """``key`` of the instantiated config (objects), of the running subcommand."""
-        return self._of_subcommand(self.config_init).get(key)
-
     def config_value(self, key: str) -> Any:
         """``key`` of the parsed config (plain values), of the running subcommand."""
         return self._of_subcommand(self.config).get(key)
 
     def _of_subcommand(self, config: Any) -> Any:
         return config[self.subcommand] if self.subcommand else config
+
+
+def plugins(configured: Any) -> list[Any]:
+    """The configured plugins plus atomic checkpoint IO and, inside SLURM, SLURMEnvironment without auto-requeue."""
+    items = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
+    if not any(isinstance(p, CheckpointIO) for p in items):
+        items.append(AtomicCheckpointIO())
+    if slurm_job_tag() is not None and not any(isinstance(p, ClusterEnvironment) for p in items):
+        items.append(SLURMEnvironment(auto_requeue=False))  # Preemption requeues instead (see there)
+    return items
 
 
 def main(args: list[str] | None = None) -> ResNetCLI:
@@ -132,8 +173,10 @@ def main(args: list[str] | None = None) -> ResNetCLI:
             save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
             save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
             trainer_defaults={
-                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-                "callbacks": [lazy_instance(LearningRateMonitor, logging_interval="step")],
+                "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
+                # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
+                # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
+                "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState()],
             },
             args=args,
         )

@@ -4,11 +4,11 @@
 - ``mode: auto`` (the default) runs online when a W&B API key is found (``WANDB_API_KEY`` or the
   ``~/.netrc`` entry ``wandb login`` writes) and offline otherwise; ``WANDB_MODE`` always wins.
   Offline runs land in ``<run dir>/wandb/offline-run-*``; upload them later with ``wandb sync``.
-- ``WandbLogger`` falls back to offline if ``wandb.init`` fails online (no network, bad key,
+- ``init_wandb`` falls back to offline if ``wandb.init`` fails online (no network, bad key,
   server down), so a run never crashes because W&B is unreachable.
-- ``with_wandb`` puts the W&B logger *after* a CSV logger (adding one if the config has none):
+- ``run_loggers`` puts the W&B logger *after* the run layout's CSV logger (``src/run.py``):
   ``metrics.csv`` and ``hparams.yaml`` are always written, which is what ``scripts/report.py``
-  reads, and the first logger's directory stays the run directory (``config.yaml``, checkpoints).
+  reads, and the CSV logger's directory is the run's log directory (``config.yaml``, ``wandb/``).
 - ``RunFacts`` logs, once per run, git commit/dirty, parameters, GMACs, hardware, precision and
   the software environment (``src.environment.facts``: Python/torch/CUDA/cuDNN versions, lock and
   package digests) as hyperparameters, and per epoch the wall time and training images per second.
@@ -27,13 +27,12 @@ from urllib.parse import urlparse
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger, Logger
-from lightning.pytorch.loggers import WandbLogger as _WandbLogger
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import nn
 
 from src import environment
+from src.choices import check_choices
 from src.models.profile import count_macs, count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,86 +85,82 @@ def has_api_key() -> bool:
         return False
 
 
-def resolve_mode(mode: str) -> str:
+def resolve_mode(mode: Mode) -> str:
     """The wandb mode a run will use; ``WANDB_MODE`` in the environment overrides the config."""
     env = os.environ.get("WANDB_MODE")
     if env:
         return {"dryrun": "offline", "run": "online"}.get(env, env)
-    if mode not in ("auto", "online", "offline", "disabled"):
-        raise ValueError(f"wandb.mode={mode!r} is not one of auto, online, offline, disabled")
+    check_choices(resolve_mode, {"mode": mode})
     if mode == "auto":
         return "online" if has_api_key() else "offline"
     return mode
 
 
-class WandbLogger(_WandbLogger):
-    """Lightning's WandbLogger that retries offline when ``wandb.init`` fails online."""
+def init_wandb(**kwargs: Any) -> Any:
+    """``wandb.init(**kwargs)``; when it fails online (no network, bad key, server down), offline instead.
 
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        try:
-            return super().experiment
-        except Exception as err:  # wandb raises CommError, UsageError, TimeoutError... depending on the failure
-            if self._wandb_init.get("mode") in ("offline", "disabled"):
-                raise
-            import wandb
+    Done here rather than lazily inside WandbLogger, so that a run never crashes because W&B is
+    unreachable and the fallback needs no access to the logger's private init arguments.
+    """
+    import wandb
 
-            wandb.finish()  # a half-started run would be reused by the next init
-            rank_zero_warn(
-                f"wandb.init failed online ({type(err).__name__}: {err}); logging offline instead. "
-                f"Upload later with `wandb sync {self.save_dir}/wandb/offline-run-*`."
-            )
-            self._wandb_init["mode"] = "offline"
-            self._experiment = None
-            return super().experiment
-
-
-def _as_list(logger: Any) -> list[Logger]:
-    if logger is None or logger is False:
-        return []
-    if logger is True:  # Trainer(logger=True) means "the default", which is our CSV logger
-        return [CSVLogger("runs")]
-    return list(logger) if isinstance(logger, list | tuple) else [logger]
+    try:
+        run = wandb.init(**kwargs)
+    except Exception as err:  # wandb raises CommError, UsageError, TimeoutError... depending on the failure
+        if kwargs.get("mode") != "online":
+            raise
+        wandb.finish()  # a half-started run would be reused by the next init
+        rank_zero_warn(
+            f"wandb.init failed online ({type(err).__name__}: {err}); logging offline instead. "
+            f"Upload later with `wandb sync {kwargs.get('dir')}/wandb/offline-run-*`."
+        )
+        run = wandb.init(**{**kwargs, "mode": "offline"})
+    # What WandbLogger does for the runs it starts itself: plot every metric against the trainer's step.
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    return run
 
 
-def with_wandb(logger: Any, options: WandbOptions, name: str) -> list[Logger] | bool:
-    """The loggers of a run: the configured ones plus, unless wandb is disabled, a WandbLogger after a CSV logger."""
-    loggers = _as_list(logger)
+def run_loggers(csv: CSVLogger, configured: Any, options: WandbOptions, name: str) -> list[Logger] | bool:
+    """A run's loggers: the layout's CSV logger first, the configured ones, then W&B unless disabled.
+
+    ``trainer.logger: false`` turns all of them off. The CSV logger comes first, so ``metrics.csv`` and
+    ``hparams.yaml`` (what ``scripts/report.py`` reads) are always written and its directory is the one
+    ``config.yaml``, ``trainer.log_dir`` and the W&B offline files share.
+    """
+    if configured is False:
+        return False
+    extra = [] if configured in (None, True) else configured if isinstance(configured, list | tuple) else [configured]
+    loggers: list[Logger] = [csv, *extra]
     mode = resolve_mode(options.mode)
-    if logger is False or mode == "disabled":
-        return loggers or False
-    if not any(isinstance(lg, CSVLogger) for lg in loggers):
-        loggers.insert(0, CSVLogger("runs", name=name))
-    first = loggers[0]
-    if isinstance(first, CSVLogger):
-        # Lightning starts W&B first; were the CSV dir not made yet, CSVLogger would find wandb/ in it
-        # and warn that it deletes "previous" logs.
-        _ = first.experiment
+    if mode == "disabled":
+        return loggers
     log_model = options.log_model
     if mode == "offline" and log_model:
         rank_zero_warn(f"wandb.log_model={log_model!r} needs online mode; checkpoints stay on disk only")
         log_model = False
     import wandb
 
-    wandb_logger = WandbLogger(
-        name=options.name or name,
-        # Inside the run directory, so everything a run produces sits in one place.
-        save_dir=str(first.log_dir) if first.log_dir else ".",
-        project=options.project,
-        entity=options.entity,
-        group=options.group,
-        tags=list(options.tags) or None,
-        notes=options.notes,
-        log_model=log_model,
-        mode=mode,
-        # wandb looks for git in save_dir, which does not exist yet: point it at this checkout.
-        settings=wandb.Settings(
+    init: dict[str, Any] = {
+        "name": options.name or name,
+        "dir": str(csv.log_dir),  # inside the run directory, so everything a run produces sits in one place
+        "project": options.project,
+        "entity": options.entity,
+        "group": options.group,
+        "tags": list(options.tags) or None,
+        "notes": options.notes,
+        "mode": mode,
+        # wandb looks for git in its dir, which does not exist yet: point it at this checkout.
+        "settings": wandb.Settings(
             init_timeout=options.init_timeout, git_root=str(REPO) if (REPO / ".git").exists() else None
         ),
-    )
-    wandb_logger._wandb_init.pop("anonymous", None)  # Lightning passes it, wandb >= 0.20 warns it has no effect
-    return [*loggers, wandb_logger]
+    }
+    experiment = None
+    if getattr(rank_zero_only, "rank", 0) == 0:  # other ranks never log; their WandbLogger stays unstarted
+        Path(csv.log_dir).mkdir(parents=True, exist_ok=True)
+        experiment = init_wandb(**init)
+    save_dir = init.pop("dir")
+    return [*loggers, WandbLogger(experiment=experiment, save_dir=save_dir, log_model=log_model, **init)]
 
 
 class WandbSaveConfigCallback(SaveConfigCallback):
@@ -173,7 +168,7 @@ class WandbSaveConfigCallback(SaveConfigCallback):
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for logger in trainer.loggers:
-            if isinstance(logger, _WandbLogger):
+            if isinstance(logger, WandbLogger):
                 logger.experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
 
 

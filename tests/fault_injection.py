@@ -31,6 +31,7 @@ class SigkillAtStep(Callback):
 
 TINY_CONFIG = """\
 seed_everything: 0
+name: tiny
 trainer:
   accelerator: cpu
   devices: 1
@@ -40,9 +41,6 @@ trainer:
   enable_progress_bar: false
   enable_model_summary: false
   log_every_n_steps: 1
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args: {{save_dir: runs, name: tiny}}
 model:
   net:
     class_path: src.models.resnet.ResNet
@@ -68,7 +66,7 @@ def write_tiny_config(
 
 def save_loop(path: str, megabytes: int) -> None:
     """Save checkpoints of ``megabytes`` through AtomicCheckpointIO forever, printing each finished step."""
-    from src.fault import AtomicCheckpointIO
+    from src.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     payload = torch.arange(megabytes * 2**18, dtype=torch.float32)  # 4 bytes each

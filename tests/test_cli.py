@@ -167,3 +167,54 @@ def test_validating_on_the_test_split_reports_the_last_checkpoint(
         )
     assert "of the last checkpoint" in caplog.text
     assert "of the best checkpoint" not in caplog.text
+
+
+# quickstart's network on a few 16x16 random images: each run is a couple of seconds.
+TINY = (
+    "fit",
+    "-c",
+    "configs/quickstart.yaml",
+    "--data=src.data.synthetic.SyntheticDataModule",
+    "--data.num_classes=10",
+    "--data.in_channels=1",
+    "--data.image_size=16",
+    "--data.train_size=32",
+    "--data.val_size=16",
+    "--data.batch_size=16",
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+)
+
+
+def run_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_one_off_run_lands_in_its_version_directory(in_tmp: Path) -> None:
+    run_cli(*TINY)
+    run_cli(*TINY)  # a second call: a new version, nothing resumed
+    files = run_files(in_tmp / "runs")
+    for version in ("quickstart/version_0", "quickstart/version_1"):
+        assert {f"{version}/{f}" for f in ("config.yaml", "metrics.csv", "hparams.yaml")} <= files
+        assert f"{version}/checkpoints/last.ckpt" in files
+        assert any(f.startswith(f"{version}/checkpoints/best-") for f in files)
+    assert {f.split("/")[0] for f in files} == {"quickstart"}
+
+
+def test_default_root_dir_moves_every_file_of_the_run(in_tmp: Path) -> None:
+    # Every writer (CSV, config.yaml, both checkpoints) asks the one run layout: nothing stays in ./runs.
+    run_cli(*TINY, f"--trainer.default_root_dir={in_tmp / 'elsewhere'}", "--name=mine")
+    assert not (in_tmp / "runs").exists()
+    files = run_files(in_tmp / "elsewhere")
+    assert {"mine/version_0/config.yaml", "mine/version_0/metrics.csv", "mine/version_0/checkpoints/last.ckpt"} <= files
+
+
+def test_run_dir_keeps_checkpoints_and_one_log_directory_per_restart(in_tmp: Path, caplog) -> None:
+    run_cli(*TINY, "--run_dir=stable")
+    with caplog.at_level("INFO"):
+        cli = run_cli(*TINY, "--run_dir=stable", "--trainer.max_epochs=2")
+    assert "Resuming from" in caplog.text and cli.trainer.current_epoch == 2  # type: ignore[attr-defined]
+    files = run_files(in_tmp / "stable")
+    assert {"version_0/config.yaml", "version_1/config.yaml", "version_1/metrics.csv", "checkpoints/last.ckpt"} <= files
+    assert not [f for f in files if f.startswith("version_") and f.endswith(".ckpt")]
+    assert not (in_tmp / "runs").exists()

@@ -1,5 +1,5 @@
-"""Fault tolerance outside SLURM (src/fault.py): kill -9 and resume, atomic checkpoint writes, a
-changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
+"""Fault tolerance outside SLURM (src/run.py, src/callbacks.py, src/checkpoint_io.py): kill -9 and resume,
+atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
 
 import csv
 import os
@@ -14,11 +14,13 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from src.callbacks import FiniteLoss, ResumeState
+from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO
 from src.cli import main
 from src.data.synthetic import SyntheticDataModule
-from src.fault import TMP_SUFFIX, AtomicCheckpointIO, FiniteLoss, ResumeState, find_resume_checkpoint
 from src.models.classifier import ImageClassifier
 from src.models.resnet import ResNet
+from src.run import RunLayout
 from tests.fault_injection import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,20 +101,23 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_pa
     ckpt = torch.load(target, weights_only=True)  # complete and readable, not the partial write
     assert ckpt["step"] in (last_done, last_done + 1)  # +1: killed after the rename, before the print
     assert torch.equal(ckpt["payload"], torch.arange(32 * 2**18, dtype=torch.float32) + ckpt["step"])
-    assert find_resume_checkpoint(target.parent, tmp_path) == target  # the leftover .tmp is never picked
+    # The leftover .tmp is never picked.
+    assert RunLayout(tmp_path, "x", target.parent.parent).resume_checkpoint() == target
 
 
 def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
+    layout = RunLayout(tmp_path / "runs", "x", tmp_path)
     io = AtomicCheckpointIO()
     for i, path in enumerate([ckpts / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt", ckpts / "last-v1.ckpt"]):
         io.save_checkpoint({"i": i}, path)
         os.utime(path, ns=(10**18 + i, 10**18 + i))
-    assert find_resume_checkpoint(ckpts, tmp_path) == ckpts / "last-v1.ckpt"
+    assert layout.resume_checkpoint() == ckpts / "last-v1.ckpt"
     os.utime(tmp_path / "hpc_ckpt_1.ckpt", ns=(2 * 10**18, 2 * 10**18))  # Lightning's SIGUSR1 save came last
-    assert find_resume_checkpoint(ckpts, tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
-    assert find_resume_checkpoint(tmp_path / "none", tmp_path / "none") is None
+    assert layout.resume_checkpoint() == tmp_path / "hpc_ckpt_1.ckpt"
+    assert RunLayout(tmp_path, "x", tmp_path / "none").resume_checkpoint() is None
+    assert RunLayout(tmp_path, "x").resume_checkpoint() is None  # one-off runs never resume
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.callbacks import FiniteLoss
 from src.data.on_device import PadCropFlipNormalize
 from src.data.synthetic import SyntheticDataModule
-from src.fault import FiniteLoss
 from src.loggers import RunFacts
 from src.models.classifier import ImageClassifier
 from src.models.resnet import ResNet

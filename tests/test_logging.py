@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import wandb
 import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from scripts.report import read_wandb_offline
-from src.loggers import WandbOptions, git_state, network_depth, resolve_mode, run_name, with_wandb
+from src.loggers import WandbOptions, git_state, network_depth, resolve_mode, run_loggers, run_name
 from src.models import resnet as R
 from src.models.profile import count_macs, count_params
+from src.run import RunLayout
 from tests.conftest import REPO
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
@@ -51,24 +53,24 @@ def test_mode_auto_is_offline_without_credentials_and_env_wins(wandb_home: Path,
     monkeypatch.setenv("WANDB_MODE", "dryrun")
     assert resolve_mode("online") == "offline"
     monkeypatch.delenv("WANDB_MODE")
-    with pytest.raises(ValueError, match=r"wandb.mode='cloud' is not one of auto, online, offline, disabled"):
-        resolve_mode("cloud")
+    with pytest.raises(ValueError, match=r"mode='cloud' is not one of auto, online, offline, disabled"):
+        resolve_mode("cloud")  # type: ignore[arg-type]
 
 
 def test_csv_logger_always_comes_first(wandb_home: Path) -> None:
-    runs = wandb_home / "runs"
-    options = WandbOptions(mode="offline", log_model=True)
+    csv_logger = RunLayout(wandb_home / "runs", "r8-original-A").csv_logger()
+    mine = CSVLogger(wandb_home / "mine")  # a logger the config adds
     with pytest.warns(UserWarning, match="log_model=True needs online mode"):
-        loggers = with_wandb(None, options, "r8-original-A")
-    assert isinstance(loggers, list)
-    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "WandbLogger"]
-    assert loggers[0].name == "r8-original-A"
-    csv_logger = CSVLogger(runs, name="mine")
-    loggers = with_wandb(csv_logger, WandbOptions(mode="offline"), "x")
-    assert isinstance(loggers, list) and loggers[0] is csv_logger
-    assert isinstance(loggers[1], WandbLogger) and loggers[1].save_dir == csv_logger.log_dir  # inside the run dir
-    assert with_wandb(csv_logger, WandbOptions(mode="disabled"), "x") == [csv_logger]
-    assert with_wandb(False, WandbOptions(mode="offline"), "x") is False
+        loggers = run_loggers(csv_logger, mine, WandbOptions(mode="offline", log_model=True), "r8-original-A")
+    try:
+        assert isinstance(loggers, list) and loggers[:2] == [csv_logger, mine]
+        w = loggers[2]
+        assert isinstance(w, WandbLogger) and w.save_dir == csv_logger.log_dir  # inside the run dir
+        assert w.experiment.name == "r8-original-A" and w.experiment.settings.mode == "offline"
+    finally:
+        wandb.finish()
+    assert run_loggers(csv_logger, None, WandbOptions(mode="disabled"), "x") == [csv_logger]
+    assert run_loggers(csv_logger, False, WandbOptions(mode="offline"), "x") is False
 
 
 def test_git_state(tmp_path: Path) -> None:

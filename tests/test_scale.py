@@ -24,14 +24,12 @@ def tiny_net() -> ResNet:
 def run_config(tmp_path: Path, name: str, data_module: str, **data_args: int) -> Path:
     out = tmp_path / name
     cfg = {
+        "name": name,
         "trainer": {
             "accelerator": "cpu",
             "max_steps": 8,
             "enable_progress_bar": False,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(tmp_path / "runs"), "name": name},
-            },
+            "default_root_dir": str(tmp_path / "runs"),
             "callbacks": [{"class_path": "tests.ddp_helpers.DumpState", "init_args": {"out_dir": str(out)}}],
         },
         "model": {

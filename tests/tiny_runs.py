@@ -27,8 +27,8 @@ def tiny_args(save_dir: Path, name: str, *extra: str, epochs: int = 2) -> list[s
         f"--trainer.max_epochs={epochs}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        f"--trainer.logger.init_args.name={name}",
+        f"--trainer.default_root_dir={save_dir}",
+        f"--name={name}",
         *extra,
     ]
 

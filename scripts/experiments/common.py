@@ -83,8 +83,8 @@ def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[s
     cmd += [
         f"--wandb.group={name}",
         f"--wandb.name={run.name}",
-        f"--trainer.logger.init_args.save_dir={root}",
-        f"--trainer.logger.init_args.name={run.name}",
+        f"--trainer.default_root_dir={root}",
+        f"--name={run.name}",
     ]
     if ds == "fmnist" and args.epochs:
         # keep the recipe's shape: lr / 10 at 50% and 75% of the run (as 15 and 23 of 30 epochs)

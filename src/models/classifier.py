@@ -16,7 +16,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
 
 from src.choices import check_choices
-from src.fault import check_checkpoint_fits
+from src.models.checkpoint_fit import check_checkpoint_fits
 
 STAGES = ("train", "val", "test")
 
@@ -189,7 +189,10 @@ class ImageClassifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Before the weights load: a changed architecture fails naming the keys and config values.
         if self.strict_loading:
-            source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            try:
+                source = self.trainer.ckpt_path or "the checkpoint"
+            except RuntimeError:  # not attached to a Trainer (a plain load_from_checkpoint)
+                source = "the checkpoint"
             check_checkpoint_fits(self, checkpoint, source=f"checkpoint {source}")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

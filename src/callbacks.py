@@ -1,0 +1,176 @@
+"""The always-on training callbacks: NaN/inf stop, RNG state for exact resumes, SLURM preemption.
+
+- ``FiniteLoss`` stops at the first NaN/inf loss, before it reaches the weights, naming the step.
+- ``ResumeState`` restores the global RNGs so a resume at an epoch boundary replays the same shuffles.
+- ``Preemption`` turns SIGUSR1 into checkpoint + ``scontrol requeue`` + stop, at a step boundary.
+"""
+
+import os
+import random
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from src.run import slurm_job_tag
+
+
+class FiniteLoss(Callback):
+    """Stop with a FloatingPointError at the first NaN/inf training loss, naming the step.
+
+    On the CPU it is checked before backward, every step, so the bad step never reaches the
+    weights. On a GPU reading the loss every step would stall the pipeline (a host sync per
+    step), so the first bad step is recorded on the device and read every ``gpu_check_every``
+    steps and before every checkpoint save: the run still stops naming the exact step, and no
+    checkpoint is ever written from a non-finite state. On a cluster the non-zero exit ends the
+    job (srun ``--kill-on-bad-exit``) instead of burning the allocation on NaNs.
+    """
+
+    def __init__(self, gpu_check_every: int = 50, defer: bool | None = None) -> None:
+        self.gpu_check_every = gpu_check_every
+        self.defer = defer  # None: defer on accelerators only
+        self._first_bad: torch.Tensor | None = None  # step of the first bad loss, -1 if none
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach()).all()
+        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
+            if bad:
+                self._raise(trainer, trainer.global_step, f"{loss.item()}", "stopped before the optimizer step")
+            return
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+        step = torch.full_like(self._first_bad, trainer.global_step)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        if trainer.global_step % self.gpu_check_every == 0:
+            self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: Trainer) -> None:
+        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+            self._raise(trainer, step, "not finite", f"noticed at step {trainer.global_step}")
+
+    def _raise(self, trainer: Trainer, step: int, value: str, when: str) -> None:
+        raise FloatingPointError(
+            f"training loss is {value} at global step {step} (epoch {trainer.current_epoch}, batch "
+            f"{trainer.fit_loop.epoch_loop.batch_idx}); {when}. Lower the lr, add warm-up or check the data; "
+            "the last checkpoint holds finite weights from before this step."
+        )
+
+
+class ResumeState(Callback):
+    """Keeps the global torch/numpy/python RNG states in checkpoints and reports where a resume starts.
+
+    The default sampler draws each epoch's shuffle seed from the global RNG, so without the saved
+    states a run resumed at an epoch boundary would shuffle differently from an uninterrupted one.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        # numpy's state holds an ndarray, which torch.load(weights_only=True) refuses (so would
+        # `python -m src.cli test --ckpt_path ...`): store its keys as a tensor instead.
+        name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+        states: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": (name, torch.from_numpy(np.asarray(keys, np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            states["torch.cuda"] = torch.cuda.get_rng_state_all()
+        return {"rng": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "rng" not in state_dict:
+            return
+        states = state_dict["rng"]
+        torch.set_rng_state(states["torch"])
+        name, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        version, inner, gauss_next = states["python"]
+        random.setstate((version, tuple(inner), gauss_next))  # tuples come back as lists from some loaders
+        if "torch.cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["torch.cuda"])
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.ckpt_path:
+            rank_zero_info(
+                f"Resumed training at global step {trainer.global_step}, epoch {trainer.current_epoch}"
+                f" from {trainer.ckpt_path}"
+            )
+
+
+class Preemption(Callback):
+    """On ``signum`` (SIGUSR1, sent by ``sbatch --signal=SIGUSR1@90``): checkpoint, requeue, stop.
+
+    Lightning's own auto-requeue saves from inside the signal handler, at whatever bytecode the
+    signal interrupts, and does a collective there; ranks can then hang or save a torn state
+    (Lightning-AI/pytorch-lightning#21406). Here the handler only sets a flag; at the next step boundary all ranks
+    agree through one all-reduce, save ``last.ckpt`` together, rank 0 runs ``scontrol requeue``, and
+    the process leaves (``SIGTERMException``, exit 0). The requeued job (same id, same run directory)
+    resumes from that checkpoint.
+    """
+
+    def __init__(
+        self, signum: int = signal.SIGUSR1, requeue: bool = True, checkpoint_dir: str | os.PathLike | None = None
+    ) -> None:
+        self.signum = signal.Signals(signum)
+        self.requeue = requeue
+        self.checkpoint_dir = checkpoint_dir  # the run layout's; None: beside the run's other checkpoints
+        self.received = False
+        self.preempted = False
+        self._previous: Any = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._previous = signal.signal(self.signum, self._on_signal)
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and self._previous is not None:
+            signal.signal(self.signum, self._previous)
+            self._previous = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True  # only a flag: the work happens between steps, on all ranks together
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self.preempted or not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        self.preempted = True
+        path = self.checkpoint_path(trainer)
+        trainer.save_checkpoint(path)  # all ranks: Lightning writes on rank 0 and barriers
+        rank_zero_info(
+            f"Preempted ({self.signum.name}) at global step {trainer.global_step}, epoch {trainer.current_epoch}:"
+            f" saved {path}"
+        )
+        if self.requeue and trainer.is_global_zero:
+            self._requeue()
+        # Leave now, as a kill would: a normal stop would still run the epoch-end hooks (epoch-interval
+        # LR schedulers, checkpoints marking the epoch done) for an epoch the requeued job finishes.
+        raise SIGTERMException(0)
+
+    def checkpoint_path(self, trainer: Trainer) -> Path:
+        """``last.ckpt`` in the run's checkpoint directory, where auto-resume looks."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir) / "last.ckpt"
+        dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        return Path(dirs[0] if dirs else os.path.join(trainer.default_root_dir, "checkpoints")) / "last.ckpt"
+
+    @staticmethod
+    def _requeue() -> None:
+        job = slurm_job_tag()
+        if job is None:
+            rank_zero_warn("Preempted outside a SLURM job: checkpoint saved, nothing to requeue")
+            return
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
+        if result.returncode == 0:
+            rank_zero_info(f"Requeued SLURM job {job}")
+        else:
+            rank_zero_warn(f"`scontrol requeue {job}` failed ({result.returncode}): {result.stderr.strip()}")

@@ -1,0 +1,55 @@
+"""Why a checkpoint does not fit a model: the keys, shapes and config values that differ."""
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def check_checkpoint_fits(module: nn.Module, checkpoint: Mapping[str, Any], source: str = "the checkpoint") -> None:
+    """Raise a ValueError naming the mismatched parameters (and config values) when the weights don't fit.
+
+    Called before the state dict is loaded, so a resumed run whose config changed the architecture
+    fails with the keys that differ instead of torch's generic ``load_state_dict`` error.
+    """
+    saved: Mapping[str, Any] = checkpoint.get("state_dict", {})
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {list(saved[k].shape)} vs model {list(v.shape)}"
+        for k, v in expected.items()
+        if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    lines = [f"{source} does not fit the model: its architecture differs from the current config."]
+    old, new = _flatten(checkpoint.get("hyper_parameters", {})), _flatten(getattr(module, "hparams", {}))
+    changed = [f"model.{k}: {old.get(k, '<unset>')} in checkpoint, {new.get(k, '<unset>')} now" for k in sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k)
+    )]  # fmt: skip
+    for title, items in (
+        ("config values that differ", changed),
+        ("shape mismatches", shapes),
+        ("missing in checkpoint", missing),
+        ("unexpected in checkpoint", unexpected),
+    ):
+        if items:
+            shown = items[:12] + ([f"... and {len(items) - 12} more"] if len(items) > 12 else [])
+            lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(shown))
+    lines.append("Resume with the config the run was started with, or start a new run directory.")
+    raise ValueError("\n".join(lines))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Nested hparams (dicts, jsonargparse Namespaces) as ``{"net.init_args.widths": "[16, 32]"}``."""
+    if hasattr(tree, "as_dict"):
+        tree = tree.as_dict()
+    if not isinstance(tree, Mapping):
+        return {prefix.rstrip("."): str(list(tree) if isinstance(tree, tuple) else tree)}
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        if not str(key).startswith("_"):  # _instantiator, _class_path: bookkeeping of the CLI
+            out.update(_flatten(value, f"{prefix}{key}."))
+    return out
