@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import REPO, run_cli
 
-FRAGMENT_DIRS = {"data", "trainer"}  # pieces composed with an experiment config, not runnable alone
+FRAGMENT_DIRS = {"data", "trainer", "models", "recipes"}  # pieces of a stack, not runnable alone
 EXPERIMENTS = sorted(
     p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS
 )

@@ -58,3 +58,22 @@ def test_quick_experiment_runs_and_reports(name: str, tmp_path: Path, fmnist_dir
     figure = next((report / "figures").glob("*.png"))
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<img" in (report / "report.html").read_text()
+
+
+def test_slurm_submission_keeps_each_run_s_config_stack(tmp_path: Path) -> None:
+    # --slurm hands every run to scripts/slurm/submit.py (here in --dry-run: the sbatch lines only):
+    # recipe and model as -c files in order, the warm-up file for ResNet-110 only.
+    cmd = [sys.executable, "scripts/experiments/depth.py", "--dataset", "cifar10", "--depths", "20", "110", "--slurm"]
+    proc = subprocess.run(
+        [*cmd, "--slurm-arg=--dry-run", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {line.split("--name=")[-1].split()[0]: line for line in proc.stdout.splitlines() if "sbatch" in line}
+    stack = "-c configs/recipes/cifar.yaml -c configs/models/resnet20.yaml"
+    assert set(lines) == {"r20", "r110"} and all(stack in line for line in lines.values())
+    assert "-c configs/recipes/warmup.yaml" in lines["r110"] and "warmup" not in lines["r20"]
+    assert "'--model.net.init_args.depths=[18, 18, 18]'" in lines["r110"]

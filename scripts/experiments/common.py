@@ -20,8 +20,13 @@ sys.path.insert(0, str(REPO))
 from src.models.resnet import cifar_depths  # noqa: E402
 
 CIFAR_FILES = "cifar-10-batches-py/data_batch_1"
-# The two base recipes: the paper's CIFAR schedule, and a shorter one on Fashion-MNIST (offline).
-BASE = {"cifar10": "configs/cifar/resnet20.yaml", "fmnist": "configs/fmnist/resnet20.yaml"}
+# The two base stacks (recipe + ResNet-20): the paper's CIFAR schedule, and a shorter one on Fashion-MNIST
+# (offline). A run's overrides turn ResNet-20 into its variant.
+BASE = {
+    "cifar10": ["configs/recipes/cifar.yaml", "configs/models/resnet20.yaml"],
+    "fmnist": ["configs/recipes/fmnist.yaml", "configs/models/resnet20.yaml"],
+}
+WARMUP = "configs/recipes/warmup.yaml"  # the papers' warm-up: its values live there and nowhere else
 
 
 @dataclass
@@ -42,10 +47,10 @@ def net_args(**init_args: object) -> list[str]:
 def cifar_depth_args(depth: int, block: str = "basic", **init_args: object) -> list[str]:
     """Overrides for a 3-stage CIFAR net of ``depth`` layers (6n+2 basic, 9n+2 bottleneck).
 
-    From 110 layers on, the paper warms up at lr 0.01 until training error < 80% (~400 iterations).
+    From 110 layers on, the paper warms up (configs/recipes/warmup.yaml: lr 0.01 for ~400 iterations).
     """
-    warmup = ["--model.warmup_steps=400", "--model.warmup_start_factor=0.1", "--model.warmup_mode=constant"]
-    return net_args(block=block, depths=cifar_depths(depth, block), **init_args) + (warmup if depth >= 110 else [])
+    warmup = ["-c", WARMUP] if depth >= 110 else []
+    return warmup + net_args(block=block, depths=cifar_depths(depth, block), **init_args)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -76,7 +81,7 @@ def dataset(args: argparse.Namespace) -> str:
 
 def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[str]:
     ds = dataset(args)
-    cmd = ["-c", BASE[ds]]
+    cmd = [arg for config in BASE[ds] for arg in ("-c", config)]
     if ds == "cifar10":
         cmd.append(f"--data.init_args.data_dir={args.data_dir}")
     cmd += run.overrides
@@ -132,8 +137,13 @@ def run_local(cmds: dict[str, list[str]], jobs: int, log_dir: Path) -> None:
 
 def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> None:
     for cmd in cmds.values():
-        config, rest = cmd[1], cmd[2:]
-        submit_cmd = [sys.executable, "scripts/slurm/submit.py", config, "--group", name, *args.slurm_arg, "--", *rest]
+        n = 0  # the leading `-c FILE` pairs: the base stack; the last one is the job's config
+        while n + 1 < len(cmd) and cmd[n] == "-c":
+            n += 2
+        *bases, config = cmd[1:n:2]
+        base_args = [arg for base in bases for arg in ("--base", base)]
+        submit_cmd = [sys.executable, "scripts/slurm/submit.py", config, *base_args, "--group", name]
+        submit_cmd += [*args.slurm_arg, "--", *cmd[n:]]
         print("$", " ".join(submit_cmd), flush=True)
         subprocess.run(submit_cmd, cwd=REPO, check=True)
     print(f"submitted {len(cmds)} jobs; when they finish: python scripts/report.py runs --out reports/{name}")

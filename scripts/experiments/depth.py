@@ -1,7 +1,7 @@
 """Experiment 4, depth scaling (ResNet paper Table 6): CIFAR ResNet-20...110, option A.
 
 Paper, CIFAR-10 test error (%): R20 8.75, R32 7.51, R44 7.17, R56 6.97, R110 6.43 (best of 5 runs;
-R110 mean 6.61 +- 0.16), with the paper's schedule (configs/cifar/resnet*.yaml).
+R110 mean 6.61 +- 0.16), with the paper's schedule (configs/recipes/cifar.yaml).
 
     python scripts/experiments/depth.py
     python scripts/experiments/depth.py --depths 20 32 44    # a subset

@@ -14,7 +14,16 @@ from src.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read_cifar_bat
 from tests.conftest import REPO, run_cli
 from tests.data.conftest import write_cifar10
 
-CIFAR_CONFIGS = sorted(p.stem for p in (REPO / "configs" / "cifar").glob("*.yaml"))
+CIFAR_MODELS = sorted(p.stem for p in (REPO / "configs" / "models").glob("*.yaml"))
+WARM = {"resnet110", "resnet1202", "preact_resnet110", "preact_resnet164", "preact_resnet1001"}  # the papers' warm-up
+
+
+def cifar_stack(name: str) -> list[str]:
+    """The CIFAR experiment ``name`` as its README command stacks it: recipe, model[, warm-up]."""
+    stack = ["-c", "configs/recipes/cifar.yaml", "-c", f"configs/models/{name}.yaml"]
+    return stack + (["-c", "configs/recipes/warmup.yaml"] if name in WARM else [])
+
+
 DEEP = {"resnet1202", "preact_resnet1001"}
 
 
@@ -110,10 +119,10 @@ def test_missing_truncated_and_malformed_files_are_named(tmp_path: Path) -> None
 # --- configs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CIFAR_CONFIGS)
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "-c", f"configs/cifar/{name}.yaml", "--print_config")
+        run_cli("fit", *cifar_stack(name), "--print_config")
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model, net = config["model"], config["model"]["net"]["init_args"]
@@ -125,18 +134,19 @@ def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: 
     assert 3 * per_block * net["depths"][0] + 2 == depth and net["widths"] == [16, 32, 64]
     assert net["shortcut"] == {"resnet": "A", "plain": "none", "preact_resnet": "B"}[name.rstrip("0123456789")]
     assert (net["unit"] == "full_preact") == name.startswith("preact")
-    warm = name in ("resnet110", "resnet1202") or name.startswith("preact")
     assert (model["warmup_steps"], model["warmup_mode"], model["warmup_start_factor"]) == (
-        (400, "constant", 0.1) if warm else (0, "linear", 0.1)
+        (400, "constant", 0.1) if name in WARM else (0, "linear", 0.1)
     )
+    assert config["name"] == name and config["trainer"]["default_root_dir"] == "runs/cifar"
+    assert config["data"]["init_args"]["normalize"] == "per_pixel_mean" and config["data"]["init_args"]["padding"] == 4
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in CIFAR_CONFIGS])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP else n for n in CIFAR_MODELS])
 def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> None:
     steps = 1 if name in DEEP else 2  # ResNet-1202 takes seconds per step on 2 cores
     cli = run_cli(
         *[
-            "fit", "-c", f"configs/cifar/{name}.yaml", f"--data.init_args.data_dir={cifar10_dir}",
+            "fit", *cifar_stack(name), f"--data.init_args.data_dir={cifar10_dir}",
             "--data.init_args.val_size=8", "--data.init_args.batch_size=2", f"--trainer.max_steps={steps}",
             f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=1",
             "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false", "--test_after_fit=false",
@@ -151,13 +161,13 @@ def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> 
 def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path) -> None:
     run_cli(
         *[
-            "fit", "-c", "configs/cifar/resnet20.yaml", "-c", "configs/data/cifar100.yaml",
+            "fit", *cifar_stack("resnet20"), "-c", "configs/data/cifar100.yaml",
             f"--data.data_dir={cifar100_dir}", "--data.val_size=10", "--data.batch_size=4", "--data.on_device=true",
             "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
             "--test_after_fit=false",
         ]
     )  # fmt: skip
-    ckpt = torch.load(next(in_tmp.glob("runs/cifar_resnet20/*/checkpoints/last.ckpt")), weights_only=False)
+    ckpt = torch.load(next(in_tmp.glob("runs/cifar/resnet20/*/checkpoints/last.ckpt")), weights_only=False)
     assert ckpt["state_dict"]["net.fc.weight"].shape[0] == 100  # num_classes linked from the DataModule
 
 
@@ -165,14 +175,14 @@ def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path)
 def test_end_to_end_command(cifar10_dir: Path, in_tmp: Path) -> None:
     """The README's command, as a user runs it (plus what a 100-image dataset needs: a smaller split and batch)."""
     cmd = [
-        sys.executable, "-m", "src.cli", "fit", "-c", "configs/cifar/resnet20.yaml",
+        sys.executable, "-m", "src.cli", "fit", *cifar_stack("resnet20"),
         "--data.init_args.data_dir", str(cifar10_dir), "--trainer.max_steps=5",
         "--data.init_args.val_size=20", "--data.init_args.batch_size=16", "--trainer.enable_progress_bar=false",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = next(in_tmp.glob("runs/cifar_resnet20/*/"))
+    run = next(in_tmp.glob("runs/cifar/resnet20/*/"))
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     assert "Test top-1 accuracy" in done.stdout + done.stderr
