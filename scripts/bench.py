@@ -38,12 +38,10 @@ import torchvision
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scripts.report import markdown_table
 from src.data.fashion_mnist import FashionMNISTDataModule
 from src.data.synthetic import DeviceBatches, SyntheticDataModule
 from src.loggers import cpu_name
+from src.markdown import markdown_table
 from src.models import resnet as R
 from src.models.classifier import ImageClassifier
 
@@ -384,7 +382,7 @@ def main() -> None:
             "A/A: the largest deviation from 1 of our bare loop against itself in the same repeats; a ratio "
             "inside it reads 'no difference'.",
             "",
-            markdown_table(HEADER, rows, text_columns=2),
+            markdown_table(HEADER, rows, numeric=range(2, len(HEADER))),
             "",
         ]
     )

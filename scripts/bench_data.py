@@ -10,15 +10,12 @@ real Fashion-MNIST. Only the loader is timed, no model. Results are printed and 
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.data.common import TensorImageDataset
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The one script that edits sys.path: it runs on the GPU machine, where this project is not installed.
 sys.path.insert(0, str(REPO))
 
 TRAVEL = REPO / ".travel"

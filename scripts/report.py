@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from src.markdown import markdown_table
+
 ERR_TRAIN, ERR_VAL, ERR_TEST = "train/err1", "val/err1", "test/err1"
 
 
@@ -115,7 +117,8 @@ def read_run_dir(run_dir: Path, root: Path) -> Run:
 
 # The offline transaction log is LevelDB's log format: 32 KiB blocks of records, each with a
 # 7-byte header (crc32c, length, type); a record split across blocks is FIRST, MIDDLE..., LAST.
-# wandb has no public reader for it yet (PITFALLS 3), so this is best-effort: prefer metrics.csv.
+# wandb has no public reader for it yet (wandb.Api() needs the server, wandb#9448; `wandb parse` and
+# wandb.beta.LocalApi are open PRs, wandb#11581, wandb#12745), so this is best-effort: prefer metrics.csv.
 _BLOCK, _HEADER, _FULL, _LAST = 32768, 7, 1, 4
 
 
@@ -269,13 +272,6 @@ def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def markdown_table(header: list[str], body: list[list[str]], text_columns: int = 5) -> str:
-    align = ["---" if i < text_columns else "---:" for i in range(len(header))]  # text left, numbers right
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
 def html_table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
@@ -405,7 +401,14 @@ def write_report(runs: list[Run], out: Path, title: str = "Run comparison", x: s
         rel = figure.relative_to(out).as_posix()
         warning = environment_warning(members)
         md += [f"## {group}", ""] + ([f"> **{warning}**", ""] if warning else [])
-        md += [markdown_table(header, rows), "", f"![{group}: top-1 error]({rel})", "", legend, ""]
+        md += [
+            markdown_table(header, rows, numeric=range(5, len(header))),
+            "",
+            f"![{group}: top-1 error]({rel})",
+            "",
+            legend,
+            "",
+        ]
         png = base64.b64encode(figure.read_bytes()).decode()
         body_html += [
             f"<h2>{html.escape(group)}</h2>",
@@ -416,7 +419,7 @@ def write_report(runs: list[Run], out: Path, title: str = "Run comparison", x: s
         ]
     header, rows = environments_table(runs)
     intro = "The software each run recorded (python -m src.environment shows the current one), by env id."
-    md += ["## Environments", "", intro, "", markdown_table(header, rows), ""]
+    md += ["## Environments", "", intro, "", markdown_table(header, rows, numeric=range(5, len(header))), ""]
     body_html += ["<h2>Environments</h2>", f"<p>{html.escape(intro)}</p>", html_table(header, rows)]
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"

@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from src.models.resnet import cifar_depths
 
-from src.models.resnet import cifar_depths  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 CIFAR_FILES = "cifar-10-batches-py/data_batch_1"
 # The two base stacks (recipe + ResNet-20): the paper's CIFAR schedule, and a shorter one on Fashion-MNIST
@@ -114,7 +113,7 @@ def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[s
 
 def run_local(cmds: dict[str, list[str]], jobs: int, log_dir: Path) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def one(item: tuple[str, list[str]]) -> tuple[str, int, float]:

@@ -8,11 +8,6 @@ identity shortcuts (option A) the deeper nets train better instead.
     python scripts/experiments/degradation.py --slurm --slurm-arg=--partition=gpu
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from scripts.experiments.common import Run, cifar_depth_args, main, parser
 
 DEPTHS = (20, 32, 44, 56)

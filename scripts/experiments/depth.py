@@ -7,11 +7,6 @@ R110 mean 6.61 +- 0.16), with the paper's schedule (configs/recipes/cifar.yaml).
     python scripts/experiments/depth.py --depths 20 32 44    # a subset
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from scripts.experiments.common import Run, cifar_depth_args, main, parser
 
 PAPER = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}

@@ -7,11 +7,6 @@ than A (the zero-padded channels learn no residual), C marginally better than B 
     python scripts/experiments/shortcuts.py --no-resnet34   # the CIFAR-size net only
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from scripts.experiments.common import Run, cifar_depth_args, main, net_args, parser
 
 

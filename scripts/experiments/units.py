@@ -8,11 +8,6 @@ pre-activation 6.37 / 5.46. Shortcuts: identity, 1x1 projections where the shape
     python scripts/experiments/units.py --basic-depth 20 --bottleneck-depth 29   # a CPU-sized version
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from scripts.experiments.common import Run, cifar_depth_args, main, parser
 from src.models.resnet import UNITS
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.markdown import markdown_table
 from src.models import resnet as R
 
 
@@ -67,18 +68,16 @@ def profile(preset: Preset) -> dict[str, object]:
     }
 
 
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    lines = [
-        "| preset | block | depths | unit | shortcut | params (M) | GMACs | input |",
-        "|---|---|---|---|---|---:|---:|---|",
-    ]
-    for r in rows:
-        depths = ",".join(map(str, r["depths"]))  # type: ignore[call-overload]
-        lines.append(
-            f"| {r['preset']} | {r['block']} | [{depths}] | {r['unit']} | {r['shortcut']} "
-            f"| {r['params_M']:.2f} | {r['GMACs']:.3f} | {r['input']} |"
-        )
-    return "\n".join(lines)
+def preset_table(rows: list[dict[str, object]]) -> str:
+    header = ["preset", "block", "depths", "unit", "shortcut", "params (M)", "GMACs", "input"]
+    body = [
+        [
+            str(r["preset"]), str(r["block"]), "[" + ",".join(map(str, r["depths"])) + "]",  # type: ignore[call-overload]
+            str(r["unit"]), str(r["shortcut"]), f"{r['params_M']:.2f}", f"{r['GMACs']:.3f}", str(r["input"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(header, body, numeric={5, 6})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in args.presets if n not in known]
     if unknown:
         parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    print(markdown_table([profile(known[n]) for n in (args.presets or known)]))
+    print(preset_table([profile(known[n]) for n in (args.presets or known)]))
 
 
 if __name__ == "__main__":

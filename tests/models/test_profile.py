@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from src.models import resnet as R
-from src.models.profile import PRESETS, count_macs, count_params, main, markdown_table, profile
+from src.models.profile import PRESETS, count_macs, count_params, main, preset_table, profile
 from tests.conftest import REPO
 
 
@@ -48,7 +48,7 @@ def test_table_covers_every_preset(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_readme_shows_the_current_table() -> None:
-    table = markdown_table([profile(p) for p in PRESETS])
+    table = preset_table([profile(p) for p in PRESETS])
     assert table in (REPO / "README.md").read_text(), "README's model table is stale: python -m src.models.profile"
 
 
