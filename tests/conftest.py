@@ -11,12 +11,14 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     # A leaked SLURM_* or LOCAL_RANK makes Lightning think an external launcher runs us.
     for key in list(os.environ):
         if key.startswith(("SLURM_", "WANDB_")) or key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_PORT"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    # Caches a run writes (the ImageNet per-pixel mean) go to a temp dir, never the user's ~/.cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
     torch.manual_seed(0)
 
 

@@ -7,12 +7,15 @@ with the run (``classes.json`` in the run directory and the checkpoint's DataMod
 
 Train (He et al. 2015, Sec. 3.4): the shorter side resized to a random length in [256, 480]
 ("scale augmentation"), a random 224x224 crop, horizontal flip, AlexNet's PCA colour
-("lighting") noise and per-channel normalisation; or ``train_crop: random_resized`` for the
+("lighting") noise and the per-pixel mean subtracted (``normalize: per_pixel_mean``: the mean 224x224
+image of the training split, computed once and cached) or per-channel normalisation (``per_channel``,
+the torchvision convention, the default); or ``train_crop: random_resized`` for the
 later, common RandomResizedCrop recipe. Eval: resize 256, center 224; ``ten_crop_test`` gives
 ``test`` the paper's 10-crop batches ``[B, 10, C, H, W]`` (average the crops' softmax with
 ``src.models.classifier.multi_crop_probs``).
 """
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -146,6 +149,20 @@ class TenCropStack:
         return torch.stack([self.to_tensor(crop) for crop in self.crops(img)])
 
 
+class SubtractImage:
+    """``x - mean`` for a ``[C, H, W]`` mean image (the paper's per-pixel mean subtraction)."""
+
+    def __init__(self, mean: torch.Tensor) -> None:
+        self.mean = mean
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.mean
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-template"
+
+
 class ImageNetDataModule(L.LightningDataModule):
     """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate on a held-out part of it,
     test on ``val/``.
@@ -158,6 +175,11 @@ class ImageNetDataModule(L.LightningDataModule):
     10-crop if ``ten_crop_test``. ``batch_size`` is per process (8 GPUs x 32 = the paper's 256);
     ``global_batch_size`` fixes the total instead and derives the per-process batch from the GPU count.
     The layout is checked when the DataModule is built, so a wrong path fails before training.
+
+    ``normalize: per_pixel_mean`` subtracts the mean image of ``mean_image_samples`` training images
+    (seeded, never the held-out or test ones; resize ``eval_resize``, center ``crop_size``, in [0, 1]).
+    It is computed once, in ``prepare_data``, and kept in ``mean_image`` (default: a file in
+    ``$XDG_CACHE_HOME/resnet-template`` named after the tree and these settings).
     """
 
     def __init__(
@@ -170,8 +192,11 @@ class ImageNetDataModule(L.LightningDataModule):
         eval_resize: int = 256,
         lighting_std: float = 0.1,
         color_jitter: float = 0.0,
+        normalize: Literal["per_channel", "per_pixel_mean"] = "per_channel",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        mean_image: str | None = None,
+        mean_image_samples: int = 10_000,
         ten_crop_test: bool = False,
         val_size: int = 10_000,
         seed: int = 0,
@@ -188,7 +213,9 @@ class ImageNetDataModule(L.LightningDataModule):
             raise ValueError(f"scale_range={list(scale_range)} must be ordered and start at >= crop_size={crop_size}")
         if eval_resize < crop_size:
             raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
-        for key, value in dict(batch_size=batch_size, crop_size=crop_size).items():
+        for key, value in dict(
+            batch_size=batch_size, crop_size=crop_size, mean_image_samples=mean_image_samples
+        ).items():
             if value <= 0:
                 raise ValueError(f"{key}={value} must be positive")
         if val_size < 0:
@@ -201,6 +228,9 @@ class ImageNetDataModule(L.LightningDataModule):
         self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
         self.eval_resize, self.lighting_std, self.color_jitter = eval_resize, lighting_std, color_jitter
         self.mean, self.std = list(mean), list(std)
+        self.normalize, self.mean_image_samples = normalize, mean_image_samples
+        self.mean_image_path = Path(mean_image).expanduser() if mean_image else self._default_mean_image_path()
+        self.pixel_mean: torch.Tensor | None = None  # [3, crop, crop], loaded in setup (per_pixel_mean)
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
         self.train_set: ClassFolder | Subset | None = None
@@ -220,8 +250,55 @@ class ImageNetDataModule(L.LightningDataModule):
     def in_channels(self) -> int:
         return 3
 
+    def _normalization(self) -> Any:
+        if self.normalize == "per_channel":
+            return v2.Normalize(self.mean, self.std)
+        if self.pixel_mean is None:
+            self.pixel_mean = self.load_mean_image()
+        return SubtractImage(self.pixel_mean)
+
     def _to_tensor(self) -> v2.Compose:
-        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), self._normalization()])
+
+    def _default_mean_image_path(self) -> Path:
+        key = f"{self.root.resolve()}|{self.crop_size}|{self.eval_resize}|{self.mean_image_samples}|{self.seed}"
+        key += f"|{self.val_size}"  # the held-out images are never part of the mean
+        return cache_dir() / f"imagenet-mean-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+    def _train_indices(self, n: int) -> torch.Tensor:
+        return seeded_split(n, self.val_size, self.seed)[0] if self.val_size else torch.arange(n)
+
+    def load_mean_image(self) -> torch.Tensor:
+        """The cached per-pixel mean ``[3, crop, crop]``; computed and saved (atomically) the first time."""
+        path = self.mean_image_path
+        if path.exists():
+            mean = torch.load(path, map_location="cpu", weights_only=True)
+            if mean.shape != (3, self.crop_size, self.crop_size):
+                raise ValueError(f"mean_image {path} has shape {list(mean.shape)}, expected [3, {self.crop_size}, "
+                                 f"{self.crop_size}] for crop_size={self.crop_size}")  # fmt: skip
+            return mean
+        plain = v2.Compose([v2.Resize(self.eval_resize), v2.CenterCrop(self.crop_size), v2.ToImage(),
+                            v2.ToDtype(torch.float32, scale=True)])  # fmt: skip
+        train = self.folder("train", plain)
+        idx = self._train_indices(len(train))
+        pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(self.seed))[: self.mean_image_samples]
+        loader: DataLoader = DataLoader(Subset(train, idx[pick].tolist()), batch_size=64, num_workers=self.num_workers,
+                            collate_fn=collate_skipping)  # fmt: skip
+        total, count = torch.zeros(3, self.crop_size, self.crop_size, dtype=torch.float64), 0
+        for x, _ in loader:
+            total += x.sum(0, dtype=torch.float64)
+            count += len(x)
+        mean = (total / count).float()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save(mean, tmp)
+        os.replace(tmp, path)  # other processes see the whole file or none
+        log.info("per-pixel mean of %d training images saved to %s", count, path)
+        return mean
+
+    def prepare_data(self) -> None:
+        if self.normalize == "per_pixel_mean":
+            self.load_mean_image()  # once per node, before setup() on every process
 
     def train_transform(self) -> v2.Compose:
         if self.train_crop == "scale":
@@ -235,8 +312,7 @@ class ImageNetDataModule(L.LightningDataModule):
         colour: list[v2.Transform] = [v2.ColorJitter(*(3 * [self.color_jitter]))] if self.color_jitter else []
         lighting: list[v2.Transform] = [Lighting(self.lighting_std)] if self.lighting_std else []
         to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-        normalize = v2.Normalize(self.mean, self.std)
-        return v2.Compose([*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, normalize])
+        return v2.Compose([*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, self._normalization()])
 
     def eval_transform(self, ten_crop: bool = False) -> Any:
         if ten_crop:

@@ -244,3 +244,30 @@ def test_validation_is_a_seeded_hold_out_of_train_and_val_is_the_test_split(imag
     assert old.val_is_test and old.val_set is not None and all("/val/" in p for p, _ in old.val_set.samples)
     with pytest.raises(ValueError, match=r"val_size=12 must be smaller than the 12 images of .*train"):
         dm(imagenet_dir, val_size=12).setup("fit")
+
+
+def test_per_pixel_mean_is_the_mean_training_crop_cached_once(imagenet_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    # He et al. 2015 Sec. 3.4: "a 224x224 crop ... with the per-pixel mean subtracted"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = dm(imagenet_dir, normalize="per_pixel_mean", crop_size=32, eval_resize=40, scale_range=(40, 48))
+    data.prepare_data()
+    (cached,) = (tmp_path / "cache" / "resnet-template").glob("imagenet-mean-*.pt")
+    # Expected: the average center crop of exactly the 9 training images (the 3 held out never count).
+    data.setup("fit")
+    assert isinstance(data.train_set, Subset) and isinstance(data.val_set, Subset)
+    plain = v2.Compose([v2.Resize(40), v2.CenterCrop(32), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    paths = [data.train_set.dataset.samples[i][0] for i in data.train_set.indices]  # type: ignore[attr-defined]
+    expected = torch.stack([plain(Image.open(p).convert("RGB")) for p in paths]).mean(0)
+    assert torch.allclose(torch.load(cached, weights_only=True), expected, atol=1e-6)
+    # The validation (and test) transform subtracts it: the crop minus the mean image, nothing else.
+    val_path, _ = data.val_set.dataset.samples[data.val_set.indices[0]]  # type: ignore[attr-defined]
+    x, _ = data.val_set[0]
+    assert torch.allclose(x, plain(Image.open(val_path).convert("RGB")) - expected, atol=1e-6)
+    # Cached: a second DataModule loads the file (a changed crop size gets its own file).
+    mtime = cached.stat().st_mtime_ns
+    dm(imagenet_dir, normalize="per_pixel_mean", crop_size=32, eval_resize=40, scale_range=(40, 48)).prepare_data()
+    assert cached.stat().st_mtime_ns == mtime
+    dm(imagenet_dir, normalize="per_pixel_mean", crop_size=24, eval_resize=40, scale_range=(40, 48)).prepare_data()
+    assert len(list(cached.parent.glob("imagenet-mean-*.pt"))) == 2
+    with pytest.raises(ValueError, match=r"mean_image .* has shape \[3, 32, 32\], expected \[3, 24, 24\]"):
+        dm(imagenet_dir, normalize="per_pixel_mean", crop_size=24, mean_image=str(cached)).prepare_data()
