@@ -29,9 +29,14 @@ class FiniteLoss(Callback):
     On the CPU it is checked before backward, every step, so the bad step never reaches the
     weights. On a GPU reading the loss every step would stall the pipeline (a host sync per
     step), so the first bad step is recorded on the device and read every ``gpu_check_every``
-    steps and before every checkpoint save: the run still stops naming the exact step, and no
-    checkpoint is ever written from a non-finite state. On a cluster the non-zero exit ends the
-    job (srun ``--kill-on-bad-exit``) instead of burning the allocation on NaNs.
+    steps and before every checkpoint save: the run still stops naming the exact step.
+
+    A finite loss can still produce non-finite weights (an lr so large that the update overflows),
+    so every checkpoint's model and optimizer tensors are checked before it is written: one
+    reduction per save, nothing per step. A non-finite state stops the run naming the step and the
+    tensors, and the previous checkpoint stays in place, so resuming with a saner lr works. On a
+    cluster the non-zero exit ends the job (srun ``--kill-on-bad-exit``) instead of burning the
+    allocation on NaNs.
     """
 
     def __init__(self, gpu_check_every: int = 50, defer: bool | None = None) -> None:
@@ -54,6 +59,17 @@ class FiniteLoss(Callback):
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         self._check(trainer)
+        # Raising here aborts the save before anything is written: the previous checkpoint stays.
+        bad = non_finite(checkpoint.get("state_dict", {}), "state_dict")
+        bad += non_finite(checkpoint.get("optimizer_states", []), "optimizer")
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise FloatingPointError(
+                f"the model or optimizer state is not finite at global step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}): {shown}. The checkpoint was not saved; the previous one holds finite "
+                "weights (they may already have diverged). The loss was finite, so an update overflowed: lower the lr "
+                "or add warm-up, and restart from an earlier checkpoint or a new run directory."
+            )
 
     def _check(self, trainer: Trainer) -> None:
         if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
@@ -65,6 +81,31 @@ class FiniteLoss(Callback):
             f"{trainer.fit_loop.epoch_loop.batch_idx}); {when}. Lower the lr, add warm-up or check the data; "
             "the last checkpoint holds finite weights from before this step."
         )
+
+
+def non_finite(tree: Any, prefix: str) -> list[str]:
+    """Names of the floating-point tensors in ``tree`` (nested dicts/lists) holding NaN or inf."""
+    found: list[tuple[str, torch.Tensor]] = []
+
+    def walk(node: Any, name: str) -> None:
+        if isinstance(node, torch.Tensor):
+            if node.is_floating_point() or node.is_complex():
+                found.append((name, node))
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{name}.{key}")
+        elif isinstance(node, list | tuple):
+            for i, value in enumerate(node):
+                walk(value, f"{name}[{i}]")
+
+    walk(tree, prefix)
+    if not found:
+        return []
+    ok: dict[int, bool] = {}
+    for device in {t.device for _, t in found}:  # one device-to-host read per device, not one per tensor
+        idx = [i for i, (_, t) in enumerate(found) if t.device == device]
+        ok.update(zip(idx, torch.stack([torch.isfinite(found[i][1]).all() for i in idx]).tolist(), strict=True))
+    return [name for i, (name, _) in enumerate(found) if not ok[i]]
 
 
 class ResumeState(Callback):
@@ -108,53 +149,69 @@ class ResumeState(Callback):
 
 
 class Preemption(Callback):
-    """On ``signum`` (SIGUSR1, sent by ``sbatch --signal=SIGUSR1@90``): checkpoint, requeue, stop.
+    """On SIGUSR1 (``sbatch --signal=SIGUSR1@90``) or SIGTERM (a hard time limit, ``scancel``, an
+    eviction, ``kill``): checkpoint at the next step boundary, requeue under SLURM, then leave.
 
     Lightning's own auto-requeue saves from inside the signal handler, at whatever bytecode the
     signal interrupts, and does a collective there; ranks can then hang or save a torn state
-    (Lightning-AI/pytorch-lightning#21406). Here the handler only sets a flag; at the next step boundary all ranks
-    agree through one all-reduce, save ``last.ckpt`` together, rank 0 runs ``scontrol requeue``, and
-    the process leaves (``SIGTERMException``, exit 0). The requeued job (same id, same run directory)
-    resumes from that checkpoint.
+    (Lightning-AI/pytorch-lightning#21406). And on SIGTERM alone Lightning finishes the epoch, saves
+    nothing and exits 0, so a scheduler counts the cut-off run a success. Here the handler only sets a
+    flag; at the next step boundary all ranks agree through one all-reduce, save ``last.ckpt``
+    together, rank 0 runs ``scontrol requeue`` inside a SLURM job, and the process leaves: exit 0
+    after SIGUSR1 (the job was requeued as planned), 128 + 15 = 143 after SIGTERM (the run did not
+    finish; the same command, or the requeued job, resumes it from that checkpoint).
     """
 
     def __init__(
-        self, signum: int = signal.SIGUSR1, requeue: bool = True, checkpoint_dir: str | os.PathLike | None = None
+        self,
+        signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM),
+        requeue: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resumable: bool = True,
     ) -> None:
-        self.signum = signal.Signals(signum)
+        self.signums = tuple(signal.Signals(s) for s in signums)
+        self.resumable = resumable  # a stable run directory: the same command resumes by itself
         self.requeue = requeue
         self.checkpoint_dir = checkpoint_dir  # the run layout's; None: beside the run's other checkpoints
-        self.received = False
+        self.received: signal.Signals | None = None
         self.preempted = False
-        self._previous: Any = None
+        self._previous: dict[signal.Signals, Any] = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._previous = signal.signal(self.signum, self._on_signal)
+            self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit" and self._previous is not None:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
+        if stage == "fit":
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            self._previous = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.received = True  # only a flag: the work happens between steps, on all ranks together
+        # Only a flag: the work happens between steps, on all ranks together. SIGTERM outranks USR1.
+        if self.received is None or signum == signal.SIGTERM:
+            self.received = signal.Signals(signum)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if self.preempted or not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+        if self.preempted or not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         self.preempted = True
+        # A rank that saw no signal itself (only a peer did) follows the peer's: SIGTERM unless told USR1.
+        terminated = trainer.strategy.reduce_boolean_decision(self.received != signal.SIGUSR1, all=False)
+        name = "SIGTERM" if terminated else "SIGUSR1"
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)  # all ranks: Lightning writes on rank 0 and barriers
+        code = 128 + signal.SIGTERM if terminated else 0
+        how = "rerun the same command to resume" if self.resumable else f"resume with --ckpt_path {path}"
         rank_zero_info(
-            f"Preempted ({self.signum.name}) at global step {trainer.global_step}, epoch {trainer.current_epoch}:"
-            f" saved {path}"
+            f"Received {name} at global step {trainer.global_step}, epoch {trainer.current_epoch}: saved {path}; "
+            + (f"exiting with {code}: the run is not finished, {how}" if code else "exiting")
         )
         if self.requeue and trainer.is_global_zero:
-            self._requeue()
+            self._requeue(quiet=terminated)
         # Leave now, as a kill would: a normal stop would still run the epoch-end hooks (epoch-interval
-        # LR schedulers, checkpoints marking the epoch done) for an epoch the requeued job finishes.
-        raise SIGTERMException(0)
+        # LR schedulers, checkpoints marking the epoch done) for an epoch the resumed run finishes.
+        raise SIGTERMException(code)
 
     def checkpoint_path(self, trainer: Trainer) -> Path:
         """``last.ckpt`` in the run's checkpoint directory, where auto-resume looks."""
@@ -164,10 +221,11 @@ class Preemption(Callback):
         return Path(dirs[0] if dirs else os.path.join(trainer.default_root_dir, "checkpoints")) / "last.ckpt"
 
     @staticmethod
-    def _requeue() -> None:
+    def _requeue(quiet: bool) -> None:
         job = slurm_job_tag()
         if job is None:
-            rank_zero_warn("Preempted outside a SLURM job: checkpoint saved, nothing to requeue")
+            if not quiet:  # USR1 outside SLURM is unusual; SIGTERM outside SLURM is an ordinary stop
+                rank_zero_warn("SIGUSR1 outside a SLURM job: checkpoint saved, nothing to requeue")
             return
         result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
         if result.returncode == 0:

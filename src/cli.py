@@ -104,8 +104,9 @@ class ResNetCLI(LightningCLI):
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(RichProgressBar())
         callbacks.append(RunFacts(name, wandb.group, wandb.tags))
-        if slurm_job_tag() is not None:
-            callbacks.append(Preemption(checkpoint_dir=layout.checkpoint_dir))
+        # SIGUSR1/SIGTERM: checkpoint at the next step, requeue inside SLURM, exit (143 after SIGTERM).
+        slurm = slurm_job_tag() is not None
+        callbacks.append(Preemption(requeue=slurm, checkpoint_dir=layout.checkpoint_dir, resumable=layout.stable))
         kwargs = {
             "default_root_dir": str(layout.root),
             "logger": run_loggers(layout.csv_logger(), trainer.get("logger"), wandb, name),

@@ -1,5 +1,5 @@
-"""Real faults for the fault-tolerance and Slurm tests: a process that SIGKILLs itself at a known step,
-one that saves checkpoints in a loop so a test can SIGKILL it mid-write, and the tiny config they train.
+"""Real faults for the fault-tolerance and Slurm tests: a process that signals (SIGKILL, SIGTERM) itself at a
+known step, one that saves checkpoints in a loop so a test can SIGKILL it mid-write, and the tiny config they train.
 
     python -m tests.fault_injection save-loop <path> <megabytes>
 """
@@ -14,19 +14,21 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 
-class SigkillAtStep(Callback):
-    """``kill -9`` of this very process right after optimizer step ``step`` (a real, uncatchable kill).
+class SignalAtStep(Callback):
+    """A real signal (default ``kill -9``) to this very process right after optimizer step ``step``.
 
     Fires once per ``marker`` file, so the identical command run again resumes and runs through.
     """
 
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, Path(marker)
+    def __init__(self, step: int, marker: str, signum: int = 9) -> None:  # 9: SIGKILL, 15: SIGTERM
+        self.step, self.marker, self.signum = step, Path(marker), signal.Signals(signum)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if trainer.global_step == self.step and not self.marker.exists():
-            self.marker.write_text(f"killed at global step {trainer.global_step}, epoch {trainer.current_epoch}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.marker.write_text(
+                f"{self.signum.name} at global step {trainer.global_step}, epoch {trainer.current_epoch}\n"
+            )
+            os.kill(os.getpid(), self.signum)
 
 
 TINY_CONFIG = """\

@@ -45,11 +45,11 @@ def test_kill_9_mid_epoch_then_same_command_resumes_to_identical_weights(tmp_pat
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     # The same command twice; the injected callback kill -9s the first process after step 12 (mid-epoch 1).
-    killer = '{"class_path": "tests.fault_injection.SigkillAtStep", "init_args": {"step": 12, "marker": "killed"}}'
+    killer = '{"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": 12, "marker": "killed"}}'
     command = ("-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={killer}")
     first = cli(tmp_path, *command)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
-    assert (tmp_path / "killed").read_text().startswith("killed at global step 12, epoch 1")
+    assert (tmp_path / "killed").read_text().startswith("SIGKILL at global step 12, epoch 1")
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8  # end of epoch 0
 
     second = cli(tmp_path, *command)
@@ -69,6 +69,27 @@ def test_kill_9_mid_epoch_then_same_command_resumes_to_identical_weights(tmp_pat
     assert metric_rows(tmp_path / "run/version_1/metrics.csv") <= metric_rows(
         tmp_path / "reference/version_0/metrics.csv"
     )
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_at_the_next_step_exits_143_and_the_same_command_resumes(tmp_path: Path) -> None:
+    # What a hard time limit, `scancel` or an eviction sends. Lightning alone finishes the epoch, saves
+    # nothing and exits 0; here the step is saved and the exit code says the run is not finished.
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=3)  # 8 steps per epoch, 24 in all
+    term = (
+        '{"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": 12, "marker": "m", "signum": 15}}'
+    )
+    command = ("-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={term}")
+    first = cli(tmp_path, *command)
+    assert first.returncode == 143, first.stderr[-3000:]
+    assert "Received SIGTERM at global step 12, epoch 1" in first.stderr + first.stdout
+    assert "exiting with 143: the run is not finished, rerun the same command to resume" in first.stderr + first.stdout
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 12  # not the epoch-0 one (8)
+
+    second = cli(tmp_path, *command)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resumed training at global step 12, epoch 1" in second.stderr + second.stdout
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 24
 
 
 def metric_rows(path: Path) -> set[tuple[tuple[str, str], ...]]:
@@ -175,3 +196,15 @@ def test_deferred_nan_check_names_the_first_bad_step_and_never_checkpoints_it(tm
         state = torch.load(path, weights_only=False)  # written by this test; hparams hold the net
         assert state["global_step"] <= first_bad
         assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_checkpoint_never_holds_non_finite_state(in_tmp: Path) -> None:
+    # lr 1e6: finite losses whose updates overflow the weights. Saving every step, last.ckpt used to
+    # get them (19 of 32 tensors here), and every resume loaded the NaNs again.
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=30))
+    with pytest.raises(FloatingPointError, match=r"not finite at global step \d+ .*: state_dict\.net\.") as err:
+        main(["fit", "-c", config, "--model.lr=1e6", "--run_dir=run", "--last_checkpoint.every_n_train_steps=1"])
+    assert "The checkpoint was not saved" in str(err.value)
+    last = torch.load(in_tmp / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    tensors = [*last["state_dict"].values(), *last["optimizer_states"][0]["state"][0].values()]
+    assert last["global_step"] > 0 and all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())

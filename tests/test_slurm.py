@@ -114,7 +114,7 @@ def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(cluster: Slurm
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", f"{state}\n{log}"
     assert state["Restarts"] == "1", f"the job was not requeued once: {state}\n{log}"
 
-    preempted = re.search(r"Preempted \(SIGUSR1\) at global step (\d+), epoch (\d+)", log)
+    preempted = re.search(r"Received SIGUSR1 at global step (\d+), epoch (\d+)", log)
     resumed = re.search(r"Resumed training at global step (\d+), epoch (\d+)", log)
     assert preempted and resumed, log
     step, epoch = int(preempted[1]), int(preempted[2])
