@@ -5,6 +5,7 @@
 - ``Preemption`` turns SIGUSR1 into checkpoint + ``scontrol requeue`` + stop, at a step boundary.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -81,6 +82,43 @@ class FiniteLoss(Callback):
             f"{trainer.fit_loop.epoch_loop.batch_idx}); {when}. Lower the lr, add warm-up or check the data; "
             "the last checkpoint holds finite weights from before this step."
         )
+
+
+class StartGuard(Callback):
+    """Whether a stage reached its first batch; if it failed before, remove what the failed start wrote.
+
+    A start that fails before any batch (a bad checkpoint, a dataset error in ``setup``) is an input
+    error, not a run: its fresh log directory would otherwise hold the rejected ``config.yaml`` next to
+    real runs. Only the files a start writes are removed (never checkpoints), then the directory if empty.
+    """
+
+    FILES = ("config.yaml", "hparams.yaml", "metrics.csv", "classes.json")
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.started = True
+
+    def on_validation_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.started = True
+
+    def on_test_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.started = True
+
+    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.started = True
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.started or not trainer.is_global_zero or not trainer.loggers:
+            return
+        log_dir = trainer.loggers[0].log_dir  # not trainer.log_dir: no collective inside an exception
+        if log_dir is None or not Path(log_dir).is_dir():
+            return
+        for name in self.FILES:
+            (Path(log_dir) / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty (checkpoints, wandb/): keep it
+            Path(log_dir).rmdir()
 
 
 def non_finite(tree: Any, prefix: str) -> list[str]:

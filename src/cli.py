@@ -8,6 +8,9 @@ every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's 
 ``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
 """
 
+import itertools
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,10 +19,11 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import FiniteLoss, Preemption, ResumeState
-from src.checkpoint_io import AtomicCheckpointIO
+from src.callbacks import FiniteLoss, Preemption, ResumeState, StartGuard
+from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
 from src.models.classifier import ImageClassifier
 from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
@@ -70,6 +74,15 @@ class ResNetCLI(LightningCLI):
             help="after `fit`, test the best checkpoint on the test split and print the result",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Before LightningCLI reads the checkpoint's hyperparameters (a text file there gives "KeyError: 101").
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        keyword = path in ("last", "best", "hpc", "registry")  # Lightning's own values
+        if path is not None and not keyword and (problem := checkpoint_problem(path)) is not None:
+            parser.error(f"--ckpt_path {path}: {problem}")
+
     def instantiate_classes(self) -> None:
         # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) or a missing dataset is a
         # config error: report it like a parse error, with exit code 2 and no traceback, before any
@@ -77,14 +90,8 @@ class ResNetCLI(LightningCLI):
         # Namespace); the constructor's own message is the innermost exception of the chain.
         try:
             super().instantiate_classes()
-        except (ValueError, OSError) as e:
-            cause: BaseException = e
-            while (inner := cause.__cause__ or cause.__context__) is not None:
-                cause = inner
-            hint = ""
-            if isinstance(cause, FileNotFoundError):
-                hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
-            self.parser.error(f"invalid configuration: {cause}{hint}")
+        except USER_ERRORS as e:
+            self.parser.error(f"invalid configuration: {user_error(e)}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
@@ -117,11 +124,14 @@ class ResNetCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
-        # A stable run directory resumes from its newest checkpoint; an explicit --ckpt_path wins.
+        # A stable run directory resumes from its newest readable checkpoint; an explicit --ckpt_path wins.
         # Weights-only loading is off: the checkpoint was written by this very run (its hparams hold
         # the CLI's class paths, which are not on torch's allowlist).
         config = self.config_init["fit"]
-        if config.get("ckpt_path") is None and (found := self.layout.resume_checkpoint()) is not None:
+        if config.get("ckpt_path") is not None:
+            return
+        remove_stale_tmp(self.layout)
+        if (found := resume_checkpoint(self.layout)) is not None:
             config["ckpt_path"], config["weights_only"] = str(found), False
             rank_zero_info(f"Resuming from {found} (newest checkpoint of run directory {self.layout.run_dir})")
 
@@ -153,6 +163,41 @@ class ResNetCLI(LightningCLI):
         return config[self.subcommand] if self.subcommand else config
 
 
+def remove_stale_tmp(layout: RunLayout) -> None:
+    """``*.tmp`` files left by a save that failed (disk full, a kill) in a stable run directory: removed."""
+    if layout.checkpoint_dir is None or getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    for tmp in layout.checkpoint_dir.glob(f"*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        rank_zero_info(f"Removed {tmp}, left by a save that did not finish")
+
+
+def resume_checkpoint(layout: RunLayout) -> Path | None:
+    """The newest readable checkpoint of a stable run; unreadable ones are named and moved aside.
+
+    A truncated, empty or foreign file becomes ``<name>.corrupt`` (rank 0) and the next newest is
+    tried. If the run directory held checkpoints and none is readable, it stops rather than silently
+    start again at step 0.
+    """
+    skipped = []
+    for candidate in layout.resume_candidates():
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            return candidate
+        skipped.append(f"{candidate.name} ({problem})")
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            aside = candidate.with_name(candidate.name + ".corrupt")
+            candidate.replace(aside)
+            rank_zero_warn(f"cannot resume from {candidate}: {problem}; moved it to {aside.name}")
+    corrupt = sorted(p.name for p in layout.checkpoint_dir.glob("*.corrupt")) if layout.checkpoint_dir else []
+    if skipped or corrupt:
+        raise ValueError(
+            f"run directory {layout.run_dir} holds no readable checkpoint ({', '.join(skipped or corrupt)}); "
+            "it will not silently start again at step 0. Pass --ckpt_path, or start a new --run_dir"
+        )
+    return None
+
+
 def plugins(configured: Any) -> list[Any]:
     """The configured plugins plus atomic checkpoint IO and, inside SLURM, SLURMEnvironment without auto-requeue."""
     items = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
@@ -163,8 +208,36 @@ def plugins(configured: Any) -> list[Any]:
     return items
 
 
+# Raised by our checks, the DataModules and Lightning's own (max_epochs < -1, a missing checkpoint, ...)
+# when the input is wrong: one line and exit 2 if they come before the first batch, a traceback after.
+USER_ERRORS = (ValueError, OSError, MisconfigurationException)
+
+
+def user_error(error: BaseException) -> str:
+    """The message a user needs: the innermost cause (jsonargparse wraps constructor errors), plus a hint."""
+    cause: BaseException = error
+    while (inner := cause.__cause__ or cause.__context__) is not None:
+        cause = inner
+    hint = ""
+    if isinstance(cause, FileNotFoundError) and "ckpt" not in str(cause):
+        hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
+    return f"{cause}{hint}"
+
+
+def check_config_files(args: list[str]) -> None:
+    """An empty ``-c`` file gives jsonargparse's bare "Unexpected config:": name the file instead."""
+    for flag, value in itertools.pairwise(args):
+        if flag in ("-c", "--config") and Path(value).is_file():
+            text = "\n".join(line.split("#", 1)[0] for line in Path(value).read_text().splitlines())
+            if not text.strip():
+                print(f"error: config file {value} is empty (no keys, only comments or blank lines)", file=sys.stderr)
+                raise SystemExit(2)
+
+
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
+    check_config_files(sys.argv[1:] if args is None else args)
+    guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
     try:
         return ResNetCLI(
             ImageClassifier,
@@ -177,10 +250,15 @@ def main(args: list[str] | None = None) -> ResNetCLI:
                 "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
                 # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
                 # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
-                "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState()],
+                "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
             },
             args=args,
         )
+    except USER_ERRORS as e:
+        if guard.started:  # a failure during training is not an input error: keep the traceback
+            raise
+        print(f"error: {user_error(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one
 

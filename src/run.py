@@ -78,15 +78,16 @@ class RunLayout:
             return CSVLogger(self.run_dir, name="")  # <run dir>/version_<n>
         return CSVLogger(self.root_dir, name=self.name)  # <root>/<name>/version_<n>
 
-    def resume_checkpoint(self) -> Path | None:
-        """The newest of ``<checkpoint_dir>/last*.ckpt`` and Lightning's ``<run dir>/hpc_ckpt_*.ckpt``; None if one-off.
+    def resume_candidates(self) -> list[Path]:
+        """Checkpoints a stable run may resume from, newest first; empty for one-off runs.
 
+        Every ``<checkpoint_dir>/*.ckpt`` (``last``, then ``best-*`` as fallbacks) and Lightning's
+        ``<run dir>/hpc_ckpt_*.ckpt``: whichever was written most recently holds the latest step.
         Lightning resumes from hpc checkpoints only when ``ckpt_path`` is unset and from ``last`` only
-        when it is ``"last"`` (Lightning's ``_CheckpointConnector._parse_ckpt_path``); whichever was written
-        most recently holds the latest step. Unfinished ``*.ckpt.tmp`` files from a kill during a save
-        never match.
+        when it is ``"last"`` (Lightning's ``_CheckpointConnector._parse_ckpt_path``), so the CLI picks
+        one itself. Unfinished ``*.ckpt.tmp`` files from a kill during a save never match.
         """
         if self.run_dir is None or self.checkpoint_dir is None:
-            return None
-        candidates = [*self.checkpoint_dir.glob("last*.ckpt"), *self.run_dir.glob("hpc_ckpt_*.ckpt")]
-        return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+            return []
+        found = [*self.checkpoint_dir.glob("*.ckpt"), *self.run_dir.glob("hpc_ckpt_*.ckpt")]
+        return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)

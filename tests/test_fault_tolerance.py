@@ -123,7 +123,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_pa
     assert ckpt["step"] in (last_done, last_done + 1)  # +1: killed after the rename, before the print
     assert torch.equal(ckpt["payload"], torch.arange(32 * 2**18, dtype=torch.float32) + ckpt["step"])
     # The leftover .tmp is never picked.
-    assert RunLayout(tmp_path, "x", target.parent.parent).resume_checkpoint() == target
+    assert RunLayout(tmp_path, "x", target.parent.parent).resume_candidates() == [target]
 
 
 def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
@@ -134,15 +134,17 @@ def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
     for i, path in enumerate([ckpts / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt", ckpts / "last-v1.ckpt"]):
         io.save_checkpoint({"i": i}, path)
         os.utime(path, ns=(10**18 + i, 10**18 + i))
-    assert layout.resume_checkpoint() == ckpts / "last-v1.ckpt"
+    assert layout.resume_candidates()[0] == ckpts / "last-v1.ckpt"
     os.utime(tmp_path / "hpc_ckpt_1.ckpt", ns=(2 * 10**18, 2 * 10**18))  # Lightning's SIGUSR1 save came last
-    assert layout.resume_checkpoint() == tmp_path / "hpc_ckpt_1.ckpt"
-    assert RunLayout(tmp_path, "x", tmp_path / "none").resume_checkpoint() is None
-    assert RunLayout(tmp_path, "x").resume_checkpoint() is None  # one-off runs never resume
+    assert layout.resume_candidates() == [tmp_path / "hpc_ckpt_1.ckpt", ckpts / "last-v1.ckpt", ckpts / "last.ckpt"]
+    assert RunLayout(tmp_path, "x", tmp_path / "none").resume_candidates() == []
+    assert RunLayout(tmp_path, "x").resume_candidates() == []  # one-off runs never resume
 
 
 @pytest.mark.slow
-def test_resume_with_changed_architecture_names_the_mismatch(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_with_changed_architecture_names_the_mismatch(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(sys, "argv", ["src.cli"])  # the CLI gets `args`, not pytest's argv
     config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
     run = main(["fit", "-c", config, "--run_dir", "run"])
@@ -152,13 +154,18 @@ def test_resume_with_changed_architecture_names_the_mismatch(in_tmp: Path, monke
     assert any(isinstance(cb, ResumeState) for cb in run.trainer.callbacks)
     assert (in_tmp / "run" / "checkpoints" / "last.ckpt").exists()
 
-    with pytest.raises(ValueError) as err:
+    # An input error before the first batch: one line on stderr, exit code 2, no traceback ...
+    with pytest.raises(SystemExit) as err:
         main(["fit", "-c", config, "--run_dir", "run", "--trainer.max_steps", "4", "--model.net.init_args.widths",
               "[4, 16]"])  # fmt: skip
-    message = str(err.value)
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("error: checkpoint ") and "Traceback" not in message
     assert "run/checkpoints/last.ckpt does not fit the model" in message
     assert "model.net.init_args.widths: [4, 8] in checkpoint, [4, 16] now" in message
     assert "net.fc.weight: checkpoint [4, 8] vs model [4, 16]" in message
+    # ... and the rejected start leaves no log directory holding its config (version_0 is the first run's).
+    assert sorted(p.name for p in (in_tmp / "run").iterdir()) == ["checkpoints", "version_0"]
 
 
 def test_nan_loss_stops_training_naming_the_step(tmp_path: Path) -> None:

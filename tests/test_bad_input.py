@@ -1,0 +1,131 @@
+"""Bad input and damaged run directories (issue probes): one line naming the cause, exit code 2, before
+any training; damaged checkpoints are named and moved aside, never silently trained over."""
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.checkpoint_io import AtomicCheckpointIO, checkpoint_problem
+from tests.conftest import run_cli
+from tests.fault_injection import write_tiny_config
+
+
+def fails(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Runs the CLI, expects exit code 2 and returns stderr, which must be short and traceback-free."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 8, err
+    return err
+
+
+@pytest.fixture
+def tiny(in_tmp: Path) -> str:
+    return str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=4))
+
+
+def test_an_empty_config_file_is_named(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "empty.yaml").write_text("# nothing yet\n\n")
+    assert "config file empty.yaml is empty" in fails(capsys, "fit", "-c", "empty.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b"hello", "not a torch.save archive"), (b"", "an empty file"), (None, "no such file")],
+    ids=["text", "empty", "missing"],
+)
+def test_ckpt_path_that_is_no_checkpoint_is_named(
+    tiny: str, in_tmp: Path, capsys: pytest.CaptureFixture, content: bytes | None, why: str
+) -> None:
+    path = in_tmp / "x.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    for subcommand in ("fit", "test"):
+        assert f"--ckpt_path {path}: {why}" in fails(capsys, subcommand, "-c", tiny, "--ckpt_path", str(path))
+
+
+def test_lightning_s_own_checks_are_one_line(tiny: str, capsys: pytest.CaptureFixture) -> None:
+    assert "`max_epochs` must be a non-negative integer or -1. You passed in -5" in fails(
+        capsys, "fit", "-c", tiny, "--trainer.max_epochs=-5"
+    )
+
+
+def test_a_dataset_error_in_setup_is_one_line_and_leaves_no_run(
+    in_tmp: Path, fmnist_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    err = fails(capsys, "fit", "-c", "configs/quickstart.yaml", "--data.init_args.val_size=70000", "--run_dir=r")
+    assert "val_size=70000 must be in [0, 60000)" in err
+    assert not [p for p in (in_tmp / "r").rglob("*") if p.is_file()]  # no config.yaml of the rejected run
+
+
+def damaged_run(in_tmp: Path, tiny: str, best: bool) -> Path:
+    """A stable run of 4 steps (last.ckpt at step 4, best-*.ckpt by validation), last.ckpt truncated."""
+    run_cli("fit", "-c", tiny, "--run_dir=run", "--trainer.max_epochs=1", "--trainer.max_steps=-1")
+    ckpts = in_tmp / "run" / "checkpoints"
+    if not best:
+        for p in ckpts.glob("best-*.ckpt"):
+            p.unlink()
+    last = ckpts / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    return ckpts
+
+
+def test_a_truncated_last_ckpt_is_moved_aside_and_the_best_one_resumes(
+    tiny: str, in_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpts = damaged_run(in_tmp, tiny, best=True)
+    (best,) = ckpts.glob("best-*.ckpt")
+    with pytest.warns(UserWarning, match=r"cannot resume from .*last\.ckpt: not a torch\.save archive"):
+        cli = run_cli("fit", "-c", tiny, "--run_dir=run", "--trainer.max_epochs=2", "--trainer.max_steps=-1")
+    assert (ckpts / "last.ckpt.corrupt").exists()
+    assert Path(cli.trainer.ckpt_path).resolve() == best.resolve()  # type: ignore[attr-defined]
+    assert cli.trainer.global_step == 16  # type: ignore[attr-defined]
+    assert checkpoint_problem(ckpts / "last.ckpt") is None  # rewritten by the resumed run
+
+
+def test_no_readable_checkpoint_stops_instead_of_restarting_at_step_0(
+    tiny: str, in_tmp: Path, capsys: pytest.CaptureFixture
+) -> None:
+    damaged_run(in_tmp, tiny, best=False)
+    args = ("fit", "-c", tiny, "--run_dir=run", "--trainer.max_epochs=2", "--trainer.max_steps=-1")
+    with pytest.warns(UserWarning, match="cannot resume"):
+        assert "holds no readable checkpoint (last.ckpt (not a torch.save archive" in fails(capsys, *args)
+    # Again: the moved-aside file still says there was a run here; it does not start over.
+    assert "holds no readable checkpoint (last.ckpt.corrupt)" in fails(capsys, *args)
+
+
+def test_a_stale_tmp_is_removed_on_the_next_start(tiny: str, in_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run_cli("fit", "-c", tiny, "--run_dir=run")
+    stale = in_tmp / "run" / "checkpoints" / "last.ckpt.tmp"
+    stale.write_bytes(b"partial")
+    with caplog.at_level("INFO"):
+        run_cli("fit", "-c", tiny, "--run_dir=run", "--trainer.max_steps=6")
+    assert not stale.exists() and "Removed run/checkpoints/last.ckpt.tmp" in caplog.text
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
+    """A 512 KiB tmpfs: a real disk that fills up (torch then reports "unexpected pos" with ENOSPC as context)."""
+    target = tmp_path / "small"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(target)], capture_output=True)
+    yield target, mounted.returncode == 0
+    if mounted.returncode == 0:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(small_disk: tuple[Path, bool]) -> None:
+    full_dir, mounted = small_disk
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, full_dir / "last.ckpt")  # small: fits
+    if not mounted:  # no permission to mount: the next temp file is /dev/full, where every write fails ENOSPC
+        (full_dir / "last.ckpt.tmp").symlink_to("/dev/full")
+    with pytest.raises(OSError, match=rf"no space left on {full_dir} .* while saving last\.ckpt; the previous"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(2**20)}, full_dir / "last.ckpt")  # 4 MiB: does not
+    assert torch.load(full_dir / "last.ckpt", weights_only=True)["step"] == 1
+    assert not os.path.lexists(full_dir / "last.ckpt.tmp")
