@@ -226,7 +226,7 @@ class RunFacts(Callback):
     def __init__(self, name: str, group: str | None = None, tags: list[str] | None = None) -> None:
         self.facts: dict[str, Any] = {"run/name": name, "run/group": group, "run/tags": list(tags or [])}
         self.logged = False
-        self._epoch_start = self._last_batch_end = 0.0
+        self._epoch_start = self._last_batch_end = time.perf_counter()
         self._images = 0
 
     def _log_facts(self, trainer: Trainer, pl_module: LightningModule, batch: Any) -> None:
@@ -264,6 +264,10 @@ class RunFacts(Callback):
     ) -> None:
         self._log_facts(trainer, pl_module, batch)
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # A resume mid-epoch gets no on_train_epoch_start for that epoch: time it from here.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
         self._images = 0
@@ -276,6 +280,8 @@ class RunFacts(Callback):
         self._last_batch_end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._images:  # an epoch a resume re-entered after its last batch: nothing was timed
+            return
         now = time.perf_counter()
         train_s = self._last_batch_end - self._epoch_start
         # Every rank sees the same number of batches, so the global rate is world_size times ours.

@@ -71,15 +71,17 @@ def test_kill_9_mid_epoch_then_same_command_resumes_to_identical_weights(tmp_pat
     )
 
 
+SIGTERM_AT_12 = (  # a real SIGTERM to the training process after optimizer step 12, once per marker file
+    '{"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": 12, "marker": "m", "signum": 15}}'
+)
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_at_the_next_step_exits_143_and_the_same_command_resumes(tmp_path: Path) -> None:
     # What a hard time limit, `scancel` or an eviction sends. Lightning alone finishes the epoch, saves
     # nothing and exits 0; here the step is saved and the exit code says the run is not finished.
     config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=3)  # 8 steps per epoch, 24 in all
-    term = (
-        '{"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": 12, "marker": "m", "signum": 15}}'
-    )
-    command = ("-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={term}")
+    command = ("-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={SIGTERM_AT_12}")
     first = cli(tmp_path, *command)
     assert first.returncode == 143, first.stderr[-3000:]
     assert "Received SIGTERM at global step 12, epoch 1" in first.stderr + first.stdout
@@ -215,3 +217,48 @@ def test_a_checkpoint_never_holds_non_finite_state(in_tmp: Path) -> None:
     last = torch.load(in_tmp / "run/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     tensors = [*last["state_dict"].values(), *last["optimizer_states"][0]["state"][0].values()]
     assert last["global_step"] > 0 and all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+@pytest.mark.slow
+def test_metrics_across_resumes_log_each_epoch_once_with_real_timings(tmp_path: Path) -> None:
+    # Resumed at an epoch end (run 2) and mid-epoch after a SIGTERM (run 3): before, the re-entered
+    # epoch was logged again with train accuracy 0, and perf/epoch_s was the machine's uptime.
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=3)  # 8 steps per epoch
+    args = ("-c", str(config), "--run_dir", "run")
+    assert cli(tmp_path, *args, "--trainer.max_epochs=1").returncode == 0
+    assert cli(tmp_path, *args, f"--trainer.callbacks+={SIGTERM_AT_12}").returncode == 143
+    assert cli(tmp_path, *args).returncode == 0
+    rows = []
+    for path in sorted((tmp_path / "run").glob("version_*/metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    train_epochs = [int(row["epoch"]) for row in rows if row.get("train/acc1")]
+    assert sorted(train_epochs) == [0, 1, 2]  # each epoch once, none repeated by a resume
+    epoch_s = [float(row["perf/epoch_s"]) for row in rows if row.get("perf/epoch_s")]
+    rates = [float(row["perf/images_per_s"]) for row in rows if row.get("perf/images_per_s")]
+    assert len(epoch_s) == len(rates) == 3 and max(epoch_s) < 120 and all(0 < r < 1e7 for r in rates)
+
+
+def test_resume_into_another_network_of_the_same_shapes_is_refused_unless_asked(
+    in_tmp: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # relu_before_add has the same tensors as original: before, the resume went on as another network.
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
+    main(["fit", "-c", config, "--run_dir", "run"])
+    changed = [
+        "fit",
+        "-c",
+        config,
+        "--run_dir",
+        "run",
+        "--trainer.max_steps=4",
+        "--model.net.init_args.unit=relu_before_add",
+    ]
+    with pytest.raises(SystemExit) as err:
+        main(changed)
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and "holds another network than the config" in message
+    assert "model.net.init_args.unit: original in checkpoint, relu_before_add now" in message
+    assert "--model.allow_net_change true" in message
+    cli = main([*changed, "--model.allow_net_change=true"])  # fine-tuning into the changed net, on purpose
+    assert cli.trainer.global_step == 4 and cli.model.net.unit == "relu_before_add"  # type: ignore[attr-defined]

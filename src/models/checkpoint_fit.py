@@ -7,11 +7,15 @@ import torch
 from torch import nn
 
 
-def check_checkpoint_fits(module: nn.Module, checkpoint: Mapping[str, Any], source: str = "the checkpoint") -> None:
-    """Raise a ValueError naming the mismatched parameters (and config values) when the weights don't fit.
+def check_checkpoint_fits(
+    module: nn.Module, checkpoint: Mapping[str, Any], source: str = "the checkpoint", allow_net_change: bool = False
+) -> None:
+    """Raise a ValueError naming the mismatched parameters and config values when the weights don't fit.
 
-    Called before the state dict is loaded, so a resumed run whose config changed the architecture
-    fails with the keys that differ instead of torch's generic ``load_state_dict`` error.
+    Called before the state dict is loaded. Two cases: the tensors differ (keys, shapes), which no
+    load survives; or every tensor fits but the network's arguments differ (another ``unit`` or
+    ``shortcut`` has the same shapes), which would silently train another network than the run's:
+    refused unless ``allow_net_change`` (fine-tuning into a changed network on purpose).
     """
     saved: Mapping[str, Any] = checkpoint.get("state_dict", {})
     expected = module.state_dict()
@@ -22,13 +26,16 @@ def check_checkpoint_fits(module: nn.Module, checkpoint: Mapping[str, Any], sour
         for k, v in expected.items()
         if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
     ]
-    if not (missing or unexpected or shapes):
-        return
-    lines = [f"{source} does not fit the model: its architecture differs from the current config."]
     old, new = _flatten(checkpoint.get("hyper_parameters", {})), _flatten(getattr(module, "hparams", {}))
-    changed = [f"model.{k}: {old.get(k, '<unset>')} in checkpoint, {new.get(k, '<unset>')} now" for k in sorted(
-        k for k in set(old) | set(new) if old.get(k) != new.get(k)
-    )]  # fmt: skip
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    net_changed = [k for k in differ if k.startswith("net.") and k in old]  # old checkpoints may lack some keys
+    if not (missing or unexpected or shapes) and (allow_net_change or not net_changed):
+        return
+    if missing or unexpected or shapes:
+        lines = [f"{source} does not fit the model: its architecture differs from the current config."]
+    else:
+        lines = [f"{source} holds another network than the config: the same tensor shapes, other arguments."]
+    changed = [f"model.{k}: {old.get(k, '<unset>')} in checkpoint, {new.get(k, '<unset>')} now" for k in differ]
     for title, items in (
         ("config values that differ", changed),
         ("shape mismatches", shapes),
@@ -39,6 +46,8 @@ def check_checkpoint_fits(module: nn.Module, checkpoint: Mapping[str, Any], sour
             shown = items[:12] + ([f"... and {len(items) - 12} more"] if len(items) > 12 else [])
             lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(shown))
     lines.append("Resume with the config the run was started with, or start a new run directory.")
+    if not (missing or unexpected or shapes):
+        lines.append("To load these weights into the changed network on purpose: --model.allow_net_change true")
     raise ValueError("\n".join(lines))
 
 

@@ -95,6 +95,10 @@ class ImageClassifier(L.LightningModule):
     Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
     ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
     ``compile`` compiles the network in place with torch.compile.
+
+    Loading a checkpoint whose network arguments differ from ``net``'s (another ``unit`` or
+    ``shortcut`` with the same tensor shapes) is refused, naming the arguments, unless
+    ``allow_net_change`` (fine-tuning into a changed network on purpose).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class ImageClassifier(L.LightningModule):
         base_batch_size: int = 256,
         channels_last: bool = False,
         compile: bool = False,
+        allow_net_change: bool = False,
     ) -> None:
         super().__init__()
         for key, value in dict(lr=lr, warmup_start_factor=warmup_start_factor).items():
@@ -193,7 +198,8 @@ class ImageClassifier(L.LightningModule):
                 source = self.trainer.ckpt_path or "the checkpoint"
             except RuntimeError:  # not attached to a Trainer (a plain load_from_checkpoint)
                 source = "the checkpoint"
-            check_checkpoint_fits(self, checkpoint, source=f"checkpoint {source}")
+            allow = bool(self.hparams.get("allow_net_change", False))
+            check_checkpoint_fits(self, checkpoint, source=f"checkpoint {source}", allow_net_change=allow)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; the batch may carry labels or not."""
@@ -203,7 +209,12 @@ class ImageClassifier(L.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         # compute() all-reduces the metric state across DDP ranks, so every rank logs
         # the global value; sync_dist would only average identical numbers.
-        values = self.stage_metrics(stage).compute()
+        metrics = self.stage_metrics(stage)
+        # An epoch that a resume re-enters after its last batch (the checkpoint was saved at its end)
+        # sees no batch here: logging it would repeat the epoch with accuracy 0 (error 100).
+        if all(m.update_count == 0 for m in metrics.values()):
+            return
+        values = metrics.compute()
         self.stage_metrics(stage).reset()
         for name, acc in values.items():
             self.log(f"{stage}/{name}", 100 * acc, prog_bar=stage == "val" and name == "acc1")
