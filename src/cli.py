@@ -8,6 +8,7 @@ every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's 
 ``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
 """
 
+import copy
 import itertools
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from src.callbacks import FiniteLoss, Preemption, ResumeState, StartGuard
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
+from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
 from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
 
@@ -82,6 +84,36 @@ class ResNetCLI(LightningCLI):
         keyword = path in ("last", "best", "hpc", "registry")  # Lightning's own values
         if path is not None and not keyword and (problem := checkpoint_problem(path)) is not None:
             parser.error(f"--ckpt_path {path}: {problem}")
+        if path is not None and not keyword and Path(path).is_file():
+            self._check_checkpoint_network(parser, subcommand, path)
+
+    def _check_checkpoint_network(self, parser: LightningArgumentParser, subcommand: str, path: str) -> None:
+        """LightningCLI builds the model from the checkpoint's hyperparameters, over the config's: say so.
+
+        For ``fit`` a config that asks for another network is refused (naming the arguments), unless
+        ``--model.allow_net_change true``; ``test``/``validate``/``predict`` evaluate the checkpoint's
+        network and print that they do.
+        """
+        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+        differ = net_differences(hparams, self.config[subcommand].model.get("net"))
+        if not differ:
+            return
+        listed = "\n  ".join(differ)
+        if subcommand == "fit" and self.config[subcommand].model.get("allow_net_change"):
+            # LightningCLI would put the checkpoint's network over the config's: keep the config's.
+            self._config_net = copy.deepcopy(self.config[subcommand].model.net)
+            return
+        if subcommand == "fit":
+            parser.error(
+                f"--ckpt_path {path} holds another network than the config asks for:\n  {listed}\n"
+                "Drop those settings to continue the checkpoint's network, or pass --model.allow_net_change true "
+                "to load its weights into the config's network (fine-tuning)"
+            )
+        rank_zero_info(f"{subcommand}: using the network of {path}, not the config's:\n  {listed}")
+
+    def before_instantiate_classes(self) -> None:
+        if getattr(self, "_config_net", None) is not None:
+            self.config[self.subcommand].model.net = self._config_net
 
     def instantiate_classes(self) -> None:
         # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) or a missing dataset is a

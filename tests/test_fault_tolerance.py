@@ -262,3 +262,22 @@ def test_resume_into_another_network_of_the_same_shapes_is_refused_unless_asked(
     assert "--model.allow_net_change true" in message
     cli = main([*changed, "--model.allow_net_change=true"])  # fine-tuning into the changed net, on purpose
     assert cli.trainer.global_step == 4 and cli.model.net.unit == "relu_before_add"  # type: ignore[attr-defined]
+
+
+def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkpoint_s(
+    in_tmp: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: LightningCLI put the checkpoint's hyperparameters over the config, silently.
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
+    main(["fit", "-c", config, "--run_dir", "a"])
+    ckpt = str(in_tmp / "a" / "checkpoints" / "last.ckpt")
+    other = "--model.net.init_args.depths=[2, 2]"
+    with pytest.raises(SystemExit) as err:
+        main(["fit", "-c", config, "--ckpt_path", ckpt, other, "--trainer.max_steps=4"])
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and "holds another network than the config asks for" in message
+    assert "model.net.init_args.depths: [1, 1] in the checkpoint, [2, 2] in the config" in message
+    with caplog.at_level("INFO"):
+        cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
+    assert f"test: using the network of {ckpt}, not the config's" in caplog.text
+    assert [len(cli.model.net.layer1), len(cli.model.net.layer2)] == [1, 1]  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ def check_checkpoint_fits(
         for k, v in expected.items()
         if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
     ]
-    old, new = _flatten(checkpoint.get("hyper_parameters", {})), _flatten(getattr(module, "hparams", {}))
+    old, new = flatten(checkpoint.get("hyper_parameters", {})), flatten(getattr(module, "hparams", {}))
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     net_changed = [k for k in differ if k.startswith("net.") and k in old]  # old checkpoints may lack some keys
     if not (missing or unexpected or shapes) and (allow_net_change or not net_changed):
@@ -51,7 +51,7 @@ def check_checkpoint_fits(
     raise ValueError("\n".join(lines))
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     """Nested hparams (dicts, jsonargparse Namespaces) as ``{"net.init_args.widths": "[16, 32]"}``."""
     if hasattr(tree, "as_dict"):
         tree = tree.as_dict()
@@ -60,5 +60,19 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in tree.items():
         if not str(key).startswith("_"):  # _instantiator, _class_path: bookkeeping of the CLI
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
     return out
+
+
+def net_differences(saved_hparams: Mapping[str, Any], net_config: Any) -> list[str]:
+    """``model.net`` arguments a checkpoint's hyperparameters and a parsed config disagree on.
+
+    Only arguments the config states count: values it leaves to links (``num_classes``,
+    ``in_channels``, set from the DataModule later) are not known yet.
+    """
+    saved, now = flatten(saved_hparams.get("net", {})), flatten(net_config)
+    return [
+        f"model.net.{k}: {saved[k]} in the checkpoint, {now[k]} in the config"
+        for k in sorted(saved)
+        if now.get(k, "None") not in ("None", saved[k])
+    ]
