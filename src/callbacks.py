@@ -215,9 +215,11 @@ class Preemption(Callback):
         self.preempted = False
         self._previous: dict[signal.Signals, Any] = {}
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Here, after the Trainer installed its own handlers, so that ours replace them: Lightning's
+        # SIGTERM handling would otherwise also fire, and under DDP leave at the next step with exit 0
+        # and no checkpoint (its per-step SIGTERM broadcast in the training epoch loop).
+        self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":

@@ -83,7 +83,10 @@ def test_sbatch_template_runs_ddp_over_two_tasks(cluster: SlurmCluster, workdir:
     assert set(lr_by_step(run_dir)) == set(range(12))  # rank 0 logged every step
 
 
-def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(cluster: SlurmCluster, workdir: Path) -> None:
+@pytest.mark.parametrize("signal_name", ["USR1", "TERM"])
+def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(
+    cluster: SlurmCluster, workdir: Path, signal_name: str
+) -> None:
     max_steps = 160  # 4 steps per epoch per rank: long enough to be signalled mid-run, even on a busy machine
     config = write_tiny_config(workdir / "tiny.yaml", max_steps=max_steps, widths="[8, 16]", image_size=16)
     (workdir / "logs").mkdir()
@@ -97,13 +100,14 @@ def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(cluster: Slurm
     ckpt_dir = workdir / "runs" / "tiny" / f"slurm-{job_id}" / "checkpoints"
 
     # Once the first epoch's checkpoint exists training is under way: send what `--signal=SIGUSR1@90`
-    # sends before the time limit (USR1 to the job's srun tasks, not to the batch shell).
+    # sends before the time limit, or the SIGTERM of a hard limit or an eviction (to the job's srun
+    # tasks, not to the batch shell).
     deadline = time.monotonic() + 180
     while not (ckpt_dir / "last.ckpt").exists():
         assert time.monotonic() < deadline, f"no checkpoint in {ckpt_dir}\n{cluster.job_state(job_id)}"
         assert cluster.job_state(job_id).get("JobState") in ("PENDING", "RUNNING"), job_log(log_path)
         time.sleep(0.2)
-    cluster.run("scancel", "--signal=USR1", job_id)
+    cluster.run("scancel", f"--signal={signal_name}", job_id)
 
     # Slurm holds a requeued job for 120 s (reason BeginTime); let it start again right away.
     state = cluster.wait_job(job_id, timeout=120, until=("PENDING",))
@@ -114,7 +118,7 @@ def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(cluster: Slurm
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", f"{state}\n{log}"
     assert state["Restarts"] == "1", f"the job was not requeued once: {state}\n{log}"
 
-    preempted = re.search(r"Received SIGUSR1 at global step (\d+), epoch (\d+)", log)
+    preempted = re.search(rf"Received SIG{signal_name} at global step (\d+), epoch (\d+)", log)
     resumed = re.search(r"Resumed training at global step (\d+), epoch (\d+)", log)
     assert preempted and resumed, log
     step, epoch = int(preempted[1]), int(preempted[2])
