@@ -96,6 +96,7 @@ class StartGuard(Callback):
 
     def __init__(self) -> None:
         self.started = False
+        self.root: str | None = None  # the failed run's directory, for the error message
 
     def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
         self.started = True
@@ -110,6 +111,7 @@ class StartGuard(Callback):
         self.started = True
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.root = trainer.default_root_dir
         if self.started or not trainer.is_global_zero or not trainer.loggers:
             return
         log_dir = trainer.loggers[0].log_dir  # not trainer.log_dir: no collective inside an exception

@@ -39,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
         except BaseException as e:
             tmp.unlink(missing_ok=True)  # never leave a partial file behind; the previous checkpoint is intact
-            if _is_disk_full(e):
+            if is_disk_full(e):
                 free = shutil.disk_usage(target.parent).free
                 raise OSError(
                     errno.ENOSPC,
@@ -51,7 +51,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _fsync_dir(target.parent)  # make the rename itself durable
 
 
-def _is_disk_full(error: BaseException) -> bool:
+def is_disk_full(error: BaseException) -> bool:
     """ENOSPC anywhere in the chain: torch reports a full disk as "unexpected pos", the OSError as its context."""
     seen: BaseException | None = error
     while seen is not None:

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from src.callbacks import FiniteLoss, Preemption, ResumeState, StartGuard
-from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
+from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
 from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
@@ -287,9 +287,14 @@ def main(args: list[str] | None = None) -> ResNetCLI:
             args=args,
         )
     except USER_ERRORS as e:
-        if guard.started:  # a failure during training is not an input error: keep the traceback
+        # A failure during training is not an input error: keep the traceback. A full disk is the
+        # exception: its cause is outside the code, and the message says where.
+        if guard.started and not is_disk_full(e):
             raise
-        print(f"error: {user_error(e)}", file=sys.stderr)
+        message = user_error(e)
+        if is_disk_full(e) and "no space left on " not in message:  # a write outside our checkpoint IO
+            message = f"no space left on the disk of {guard.root or '.'} ({message})"
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one

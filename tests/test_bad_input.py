@@ -129,3 +129,22 @@ def test_a_full_disk_says_so_and_keeps_the_previous_checkpoint(small_disk: tuple
         io.save_checkpoint({"step": 2, "w": torch.zeros(2**20)}, full_dir / "last.ckpt")  # 4 MiB: does not
     assert torch.load(full_dir / "last.ckpt", weights_only=True)["step"] == 1
     assert not os.path.lexists(full_dir / "last.ckpt.tmp")
+
+
+def test_a_disk_filling_up_during_training_is_one_line(
+    tiny: str, in_tmp: Path, small_disk: tuple[Path, bool], capsys: pytest.CaptureFixture
+) -> None:
+    run_dir, mounted = small_disk
+    if not mounted:
+        pytest.skip("needs a 512 KiB tmpfs (mount as root)")
+    args = (
+        "fit",
+        "-c",
+        tiny,
+        f"--run_dir={run_dir}",
+        "--model.net.init_args.widths=[32, 64]",
+        "--trainer.max_steps=40",
+    )
+    err = fails(capsys, *args, "--last_checkpoint.every_n_train_steps=1", "--checkpoint.save_top_k=-1")
+    assert f"no space left on {run_dir}" in err or f"no space left on the disk of {run_dir}" in err
+    assert not list(run_dir.rglob("*.tmp"))
