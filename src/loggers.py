@@ -157,7 +157,9 @@ def run_loggers(csv: CSVLogger, configured: Any, options: WandbOptions, name: st
     }
     experiment = None
     if getattr(rank_zero_only, "rank", 0) == 0:  # other ranks never log; their WandbLogger stays unstarted
-        Path(csv.log_dir).mkdir(parents=True, exist_ok=True)
+        # The CSV logger makes its directory first: finding wandb/ already in it, it would warn that
+        # "previous log files" will be deleted.
+        _ = csv.experiment
         experiment = init_wandb(**init)
     save_dir = init.pop("dir")
     return [*loggers, WandbLogger(experiment=experiment, save_dir=save_dir, log_model=log_model, **init)]

@@ -3,6 +3,7 @@ import hashlib
 import platform
 import re
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,10 @@ def test_csv_logger_always_comes_first(wandb_home: Path) -> None:
         w = loggers[2]
         assert isinstance(w, WandbLogger) and w.save_dir == csv_logger.log_dir  # inside the run dir
         assert w.experiment.name == "r8-original-A" and w.experiment.settings.mode == "offline"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _ = csv_logger.experiment  # wandb/ is in its directory: no "previous log files ... deleted" warning
+        assert not [c for c in caught if "exists and is not empty" in str(c.message)]
     finally:
         wandb.finish()
     assert run_loggers(csv_logger, None, WandbOptions(mode="disabled"), "x") == [csv_logger]
