@@ -1,8 +1,11 @@
-"""The always-on training callbacks: NaN/inf stop, RNG state for exact resumes, SLURM preemption.
+"""The always-on training callbacks: NaN/inf stop, RNG state for exact resumes, preemption, failed starts.
 
-- ``FiniteLoss`` stops at the first NaN/inf loss, before it reaches the weights, naming the step.
+- ``FiniteLoss`` stops at the first NaN/inf loss, before it reaches the weights, naming the step, and
+  never lets a checkpoint with non-finite state be written.
 - ``ResumeState`` restores the global RNGs so a resume at an epoch boundary replays the same shuffles.
-- ``Preemption`` turns SIGUSR1 into checkpoint + ``scontrol requeue`` + stop, at a step boundary.
+- ``Preemption`` turns SIGUSR1 or SIGTERM into checkpoint + ``scontrol requeue`` (in SLURM) + exit, at a
+  step boundary.
+- ``StartGuard`` knows whether a stage reached its first batch and cleans up a start that failed before.
 """
 
 import contextlib
@@ -35,7 +38,8 @@ class FiniteLoss(Callback):
     A finite loss can still produce non-finite weights (an lr so large that the update overflows),
     so every checkpoint's model and optimizer tensors are checked before it is written: one
     reduction per save, nothing per step. A non-finite state stops the run naming the step and the
-    tensors, and the previous checkpoint stays in place, so resuming with a saner lr works. On a
+    tensors, and the previous checkpoint stays in place: it is finite, though it may already hold
+    diverged weights (then restart from an earlier checkpoint). On a
     cluster the non-zero exit ends the job (srun ``--kill-on-bad-exit``) instead of burning the
     allocation on NaNs.
     """

@@ -195,9 +195,10 @@ class ResNetCLI(LightningCLI):
         return config[self.subcommand] if self.subcommand else config
 
 
+@rank_zero_only
 def remove_stale_tmp(layout: RunLayout) -> None:
     """``*.tmp`` files left by a save that failed (disk full, a kill) in a stable run directory: removed."""
-    if layout.checkpoint_dir is None or getattr(rank_zero_only, "rank", 0) != 0:
+    if layout.checkpoint_dir is None:
         return
     for tmp in layout.checkpoint_dir.glob(f"*{TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
@@ -251,7 +252,7 @@ def user_error(error: BaseException) -> str:
     while (inner := cause.__cause__ or cause.__context__) is not None:
         cause = inner
     hint = ""
-    if isinstance(cause, FileNotFoundError) and "ckpt" not in str(cause):
+    if isinstance(cause, FileNotFoundError):  # checkpoint paths are checked before this (parse_arguments)
         hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
     return f"{cause}{hint}"
 
