@@ -135,14 +135,12 @@ def run_local(cmds: dict[str, list[str]], jobs: int, log_dir: Path) -> None:
 
 
 def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> None:
+    stack = BASE[dataset(args)]  # every command() starts with `-c` and each file of this stack
+    *bases, config = stack
+    base_args = [arg for base in bases for arg in ("--base", base)]
     for cmd in cmds.values():
-        n = 0  # the leading `-c FILE` pairs: the base stack; the last one is the job's config
-        while n + 1 < len(cmd) and cmd[n] == "-c":
-            n += 2
-        *bases, config = cmd[1:n:2]
-        base_args = [arg for base in bases for arg in ("--base", base)]
         submit_cmd = [sys.executable, "scripts/slurm/submit.py", config, *base_args, "--group", name]
-        submit_cmd += [*args.slurm_arg, "--", *cmd[n:]]
+        submit_cmd += [*args.slurm_arg, "--", *cmd[2 * len(stack) :]]
         print("$", " ".join(submit_cmd), flush=True)
         subprocess.run(submit_cmd, cwd=REPO, check=True)
     print(f"submitted {len(cmds)} jobs; when they finish: python scripts/report.py runs --out reports/{name}")
