@@ -281,28 +281,3 @@ def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkp
         cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
     assert f"test: using the network of {ckpt}, not the config's" in caplog.text
     assert [len(cli.model.net.layer1), len(cli.model.net.layer2)] == [1, 1]  # type: ignore[attr-defined]
-
-
-@pytest.mark.slow
-def test_sigterm_to_the_whole_process_group_with_dataloader_workers_still_saves(tmp_path: Path) -> None:
-    # A cluster signals every process of the step, DataLoader workers included. Before, a worker died
-    # first ("DataLoader worker ... is killed by signal: Terminated", exit 1) and nothing was saved.
-    config = write_tiny_config(tmp_path / "tiny.yaml", max_steps=100_000)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "src.cli", "fit", "-c", str(config), "--run_dir=run", "--data.init_args.num_workers=2"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.monotonic() + 120
-        while not last.exists():  # the first epoch is done: training is under way with its workers
-            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint"
-            time.sleep(0.1)
-        first = load(last)["global_step"]
-        os.killpg(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, output[-3000:]
-    assert "killed by signal" not in output and "Received SIGTERM at global step" in output
-    assert load(last)["global_step"] >= first

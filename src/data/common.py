@@ -8,7 +8,6 @@ batches there (``src/data/on_device.py``; same recipe, same statistics).
 """
 
 import os
-import signal
 from typing import Literal
 
 import lightning as L
@@ -34,19 +33,6 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[i]
         return (self.transform(x) if self.transform else x), self.labels[i]
-
-
-def leave_signals_to_the_main_process(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM and SIGUSR1.
-
-    A cluster signals every process of a job step (Slurm's ``--signal``, ``scancel``, the time
-    limit), DataLoader workers included. A worker killed by it makes the main process fail with
-    "DataLoader worker ... is killed by signal: Terminated" before it can save at the step boundary
-    (src/callbacks.py ``Preemption``); ignored here, the main process saves, exits and shuts its
-    workers down.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def seeded_split(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +204,6 @@ class InMemoryImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=leave_signals_to_the_main_process,
         )
 
     @property

@@ -33,13 +33,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from src.choices import check_choices
-from src.data.common import (
-    check_one_batch,
-    default_num_workers,
-    leave_signals_to_the_main_process,
-    per_device_batch,
-    seeded_split,
-)
+from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +384,6 @@ class ImageNetDataModule(L.LightningDataModule):
             drop_last=train,
             num_workers=workers,
             collate_fn=collate_skipping,
-            worker_init_fn=leave_signals_to_the_main_process,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.common import check_one_batch, leave_signals_to_the_main_process
+from src.data.common import check_one_batch
 
 
 class RandomImages(Dataset):
@@ -90,12 +90,7 @@ class SyntheticDataModule(L.LightningDataModule):
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
             return DeviceBatches(dataset, self.batch_size, device, drop_last=train)
         return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            worker_init_fn=leave_signals_to_the_main_process,
+            dataset, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers
         )
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
