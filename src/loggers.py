@@ -109,7 +109,11 @@ def init_wandb(**kwargs: Any) -> Any:
     except Exception as err:  # wandb raises CommError, UsageError, TimeoutError... depending on the failure
         if kwargs.get("mode") != "online":
             raise
-        wandb.finish()  # a half-started run would be reused by the next init
+        # A half-started run would be reused by the next init, and the service that failed it can
+        # time out or drop the offline run's config: start afresh, as wandb's maintainers advise
+        # (wandb/wandb#8003, #9865).
+        wandb.finish()
+        wandb.teardown()
         rank_zero_warn(
             f"wandb.init failed online ({type(err).__name__}: {err}); logging offline instead. "
             f"Upload later with `wandb sync {kwargs.get('dir')}/wandb/offline-run-*`."

@@ -145,4 +145,7 @@ def test_unreachable_server_falls_back_to_offline(wandb_home: Path, monkeypatch)
         run_dir = fit(args)
     assert _csv_column(run_dir, "test/err1")
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    assert read_wandb_offline(log)[0]["run/name"] == "r8-original-A"
+    config, history, info = read_wandb_offline(log)
+    assert info["name"] == "r8-original-A", info
+    assert config.get("run/name") == "r8-original-A", sorted(config)
+    assert [h["test/err1"] for h in history if "test/err1" in h] == pytest.approx(_csv_column(run_dir, "test/err1"))
