@@ -28,7 +28,7 @@ pyver=$("$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "
 venv_ok() { [[ -x .venv/bin/python ]] && .venv/bin/python -c '' 2>/dev/null; }
 
 packages=(dataset-fashion-mnist) # official Fashion-MNIST idx files, offline
-((dev)) && packages+=(slurmctld slurmd slurm-client munge)
+((dev)) && packages+=(slurmctld slurmd slurm-client munge iproute2) # iproute2: the multi-host test cluster
 # Debian/Ubuntu ship venv's ensurepip in a package of its own.
 venv_ok || "$base" -c 'import venv; from ensurepip import bootstrap' 2>/dev/null || packages+=("python$pyver-venv")
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

@@ -3,8 +3,8 @@
 - ``FiniteLoss`` stops at the first NaN/inf loss, before it reaches the weights, naming the step, and
   never lets a checkpoint with non-finite state be written.
 - ``ResumeState`` restores the global RNGs so a resume at an epoch boundary replays the same shuffles.
-- ``Preemption`` turns SIGUSR1 or SIGTERM into checkpoint + ``scontrol requeue`` (in SLURM) + exit, at a
-  step boundary.
+- ``Preemption`` turns SIGUSR1 or SIGTERM into a checkpoint at a step boundary, then an exit and, in
+  SLURM, ``scontrol requeue`` once the Trainer has shut down (``Preempted``).
 - ``StartGuard`` knows whether a stage reached its first batch and cleans up a start that failed before.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.run import slurm_job_tag
@@ -192,18 +192,75 @@ class ResumeState(Callback):
             )
 
 
+class Preempted(SIGTERMException):
+    """Raised by :class:`Preemption` at the step boundary after its checkpoint: leave the run as a kill would.
+
+    A ``SystemExit`` (Lightning's ``SIGTERMException``): Lightning tears the loops down on its way out,
+    which stops the DataLoader workers, and :meth:`finish` then requeues and says so. Requeuing only
+    after that matters: ``scontrol requeue`` makes Slurm SIGTERM every process of the job step, and a
+    worker that dies of it makes the main process raise "DataLoader worker (pid ...) is killed by
+    signal: Terminated" and exit 1, so that every preemption looked like a crash in the job log.
+    """
+
+    def __init__(self, code: int, signame: str, step: int, epoch: int, path: Path, requeue: bool, how: str) -> None:
+        super().__init__(code)
+        self.status = code  # SystemExit.code is typed str | int | None
+        self.signame, self.step, self.epoch, self.path = signame, step, epoch, path
+        self.requeue, self.how = requeue, how
+
+    def finish(self) -> int:
+        """After the Trainer has shut down: all ranks meet, rank 0 requeues and writes the last line of the
+        log; returns the exit code: 0 once requeued or after SIGUSR1, 143 when a SIGTERM cut the run off."""
+        # From here on the requeue's SIGTERM is expected: it must neither interrupt nor kill the exit.
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank's workers are gone before anyone requeues
+        job = slurm_job_tag() if self.requeue else None
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return 0 if job is not None else self.status
+        where = f"at global step {self.step}, epoch {self.epoch}; checkpoint {self.path}"
+        if job is None:
+            if self.signame == "SIGUSR1" and self.requeue:
+                rank_zero_warn("SIGUSR1 outside a SLURM job: checkpoint saved, nothing to requeue")
+            tail = f"exiting with {self.status}: the run is not finished, {self.how}" if self.status else "exiting"
+            print(f"Stopped by {self.signame} {where}; {tail}", flush=True)
+            return self.status
+        requeued, what = requeue(job)
+        print(f"Preempted ({self.signame}) {where}; {what}", flush=True)
+        return 0 if requeued else self.status
+
+
+def requeue(job: str) -> tuple[bool, str]:
+    """``scontrol requeue`` the job unless its owner cancelled it; whether it was, and what happened.
+
+    SIGTERM comes with a hard time limit, an eviction and ``scancel`` alike: only the job's state
+    tells a cancel, after which the job must stay gone.
+    """
+    show = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=120)
+    state = dict(kv.split("=", 1) for kv in show.stdout.split() if "=" in kv).get("JobState", "?")
+    if state.startswith("CANCELLED"):
+        return False, f"SLURM job {job} was cancelled: not requeued"
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        error = result.stderr.strip()
+        return False, f"`scontrol requeue {job}` failed ({result.returncode}: {error}); resubmit to resume"
+    return True, f"requeued SLURM job {job} ({state.lower()}), which resumes from it"
+
+
 class Preemption(Callback):
     """On SIGUSR1 (``sbatch --signal=SIGUSR1@90``) or SIGTERM (a hard time limit, ``scancel``, an
-    eviction, ``kill``): checkpoint at the next step boundary, requeue under SLURM, then leave.
+    eviction, ``kill``): checkpoint at the next step boundary, then leave and requeue under SLURM.
 
     Lightning's own auto-requeue saves from inside the signal handler, at whatever bytecode the
     signal interrupts, and does a collective there; ranks can then hang or save a torn state
     (Lightning-AI/pytorch-lightning#21406). And on SIGTERM alone Lightning finishes the epoch, saves
     nothing and exits 0, so a scheduler counts the cut-off run a success. Here the handler only sets a
     flag; at the next step boundary all ranks agree through one all-reduce, save ``last.ckpt``
-    together, rank 0 runs ``scontrol requeue`` inside a SLURM job, and the process leaves: exit 0
-    after SIGUSR1 (the job was requeued as planned), 128 + 15 = 143 after SIGTERM (the run did not
-    finish; the same command, or the requeued job, resumes it from that checkpoint).
+    together and raise :class:`Preempted`; once the Trainer has shut down, ``src.cli.main`` calls its
+    ``finish``: rank 0 runs ``scontrol requeue`` inside a SLURM job, and the process exits 0 after
+    SIGUSR1 or a requeue (the job goes on as planned) and 128 + 15 = 143 after a SIGTERM otherwise
+    (the run did not finish; the same command resumes it from that checkpoint).
     """
 
     def __init__(
@@ -247,17 +304,13 @@ class Preemption(Callback):
         name = "SIGTERM" if terminated else "SIGUSR1"
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)  # all ranks: Lightning writes on rank 0 and barriers
-        code = 128 + signal.SIGTERM if terminated else 0
+        step, epoch = trainer.global_step, trainer.current_epoch
+        rank_zero_info(f"Received {name} at global step {step}, epoch {epoch}: saved {path}")
+        code = 128 + signal.SIGTERM if terminated else 0  # unless requeued (Preempted.finish)
         how = "rerun the same command to resume" if self.resumable else f"resume with --ckpt_path {path}"
-        rank_zero_info(
-            f"Received {name} at global step {trainer.global_step}, epoch {trainer.current_epoch}: saved {path}; "
-            + (f"exiting with {code}: the run is not finished, {how}" if code else "exiting")
-        )
-        if self.requeue and trainer.is_global_zero:
-            self._requeue(quiet=terminated)
         # Leave now, as a kill would: a normal stop would still run the epoch-end hooks (epoch-interval
         # LR schedulers, checkpoints marking the epoch done) for an epoch the resumed run finishes.
-        raise SIGTERMException(code)
+        raise Preempted(code, name, step, epoch, path, self.requeue, how)
 
     def checkpoint_path(self, trainer: Trainer) -> Path:
         """``last.ckpt`` in the run's checkpoint directory, where auto-resume looks."""
@@ -265,16 +318,3 @@ class Preemption(Callback):
             return Path(self.checkpoint_dir) / "last.ckpt"
         dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
         return Path(dirs[0] if dirs else os.path.join(trainer.default_root_dir, "checkpoints")) / "last.ckpt"
-
-    @staticmethod
-    def _requeue(quiet: bool) -> None:
-        job = slurm_job_tag()
-        if job is None:
-            if not quiet:  # USR1 outside SLURM is unusual; SIGTERM outside SLURM is an ordinary stop
-                rank_zero_warn("SIGUSR1 outside a SLURM job: checkpoint saved, nothing to requeue")
-            return
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
-        if result.returncode == 0:
-            rank_zero_info(f"Requeued SLURM job {job}")
-        else:
-            rank_zero_warn(f"`scontrol requeue {job}` failed ({result.returncode}): {result.stderr.strip()}")

@@ -23,11 +23,12 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import FiniteLoss, Preemption, ResumeState, StartGuard
+from src.callbacks import FiniteLoss, Preempted, Preemption, ResumeState, StartGuard
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
 from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
+from src.progress import TextProgress
 from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
 
 CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
@@ -139,9 +140,10 @@ class ResNetCLI(LightningCLI):
             for group in CHECKPOINTS:
                 args = config[group].as_dict()
                 callbacks.append(ModelCheckpoint(**{**args, "dirpath": args["dirpath"] or layout.checkpoint_dir}))
-        # Rich progress bar by default, unless the config disables bars or brings its own.
+        # Rich's bar on a terminal, whole lines in a log file (SLURM's .out), unless the config disables
+        # bars or brings its own.
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RichProgressBar() if sys.stdout.isatty() else TextProgress())
         callbacks.append(RunFacts(name, wandb.group, wandb.tags))
         # SIGUSR1/SIGTERM: checkpoint at the next step, requeue inside SLURM, exit (143 after SIGTERM).
         slurm = slurm_job_tag() is not None
@@ -287,6 +289,9 @@ def main(args: list[str] | None = None) -> ResNetCLI:
             },
             args=args,
         )
+    except Preempted as stop:
+        finish_wandb()  # before the requeue's SIGTERM can reach W&B's service process
+        raise SystemExit(stop.finish()) from None
     except USER_ERRORS as e:
         # A failure during training is not an input error: keep the traceback. A full disk is the
         # exception: its cause is outside the code, and the message says where.
