@@ -192,6 +192,44 @@ class ResumeState(Callback):
             )
 
 
+# Set by scripts/slurm/train.sbatch: after SIGUSR1, write the log's last line there and let the batch
+# script requeue once the job step has ended (see Preempted.finish).
+REQUEUE_FILE = "RESNET_REQUEUE_FILE"
+_HELD: list[signal.Signals] = []  # SIGUSR1/SIGTERM that came while the process was starting
+_HOLDING = {"on": False}
+
+
+def hold_preemption_signals(signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
+    """Until training starts, remember SIGUSR1/SIGTERM instead of dying of them (``src.cli.main``, ``fit``).
+
+    Imports, data setup and the DDP rendezvous take seconds to minutes, and Slurm's warning signal may
+    come at any time (it checks time limits every 30 s). USR1's default action kills the process, and
+    the job is then lost without a requeue. :class:`Preemption` acts on a held signal after the first
+    step. Once it has taken them (training ran), a late SIGUSR1 is ignored: the training is over, and a
+    requeue would only repeat the test after it. A late SIGTERM does what it does by default.
+    """
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if _HOLDING["on"]:
+            _HELD.append(signal.Signals(signum))
+        elif signum == signal.SIGUSR1:
+            print("Received SIGUSR1 after training ended: ignored (nothing left to checkpoint or requeue)", flush=True)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    _HOLDING["on"] = True
+    _HELD.clear()
+    for signum in signums:
+        signal.signal(signum, hold)
+
+
+def take_held_signals() -> list[signal.Signals]:
+    _HOLDING["on"] = False
+    held, _HELD[:] = list(_HELD), []
+    return held
+
+
 class Preempted(SIGTERMException):
     """Raised by :class:`Preemption` at the step boundary after its checkpoint: leave the run as a kill would.
 
@@ -226,6 +264,11 @@ class Preempted(SIGTERMException):
             tail = f"exiting with {self.status}: the run is not finished, {self.how}" if self.status else "exiting"
             print(f"Stopped by {self.signame} {where}; {tail}", flush=True)
             return self.status
+        handoff = os.environ.get(REQUEUE_FILE)
+        if handoff and self.signame == "SIGUSR1":
+            # scripts/slurm/train.sbatch requeues once every task has exited: no step left to kill.
+            Path(handoff).write_text(f"Preempted ({self.signame}) {where}")
+            return 0
         requeued, what = requeue(job)
         print(f"Preempted ({self.signame}) {where}; {what}", flush=True)
         return 0 if requeued else self.status
@@ -283,11 +326,17 @@ class Preemption(Callback):
         # SIGTERM handling would otherwise also fire, and under DDP leave at the next step with exit 0
         # and no checkpoint (its per-step SIGTERM broadcast in the training epoch loop).
         self._previous = {s: signal.signal(s, self._on_signal) for s in self.signums}
+        for signum in take_held_signals():  # what came while the process was starting
+            self._on_signal(signum, None)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             for signum, previous in self._previous.items():
-                signal.signal(signum, previous)
+                # Lightning restores the handlers from before the fit before this hook runs; putting
+                # back the ones we replaced would revive Lightning's SIGTERM handler after training
+                # (it broadcasts from inside the handler, and fails once a peer has gone).
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, previous)
             self._previous = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

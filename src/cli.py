@@ -10,6 +10,7 @@ every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's 
 
 import copy
 import itertools
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,15 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import FiniteLoss, Preempted, Preemption, ResumeState, StartGuard
+from src.callbacks import (
+    FiniteLoss,
+    Preempted,
+    Preemption,
+    ResumeState,
+    StartGuard,
+    hold_preemption_signals,
+    take_held_signals,
+)
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
 from src.models.checkpoint_fit import net_differences
@@ -271,7 +280,10 @@ def check_config_files(args: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
-    check_config_files(sys.argv[1:] if args is None else args)
+    argv = sys.argv[1:] if args is None else args
+    check_config_files(argv)
+    if argv[:1] == ["fit"]:
+        hold_preemption_signals()  # a signal before the first step is acted on after it, not fatal
     guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
     try:
         return ResNetCLI(
@@ -303,8 +315,14 @@ def main(args: list[str] | None = None) -> ResNetCLI:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
+        take_held_signals()  # a fit that never reached training: signals act as by default again
         finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # Python resets its signal handlers to the defaults while it shuts down, and USR1's default
+        # kills: a warning signal arriving then would turn a finished job into a failed one.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)

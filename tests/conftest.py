@@ -10,6 +10,12 @@ REPO = Path(__file__).resolve().parents[1]
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that start jobs which then run on Slurm's clock for minutes (tests/test_slurm.py) go first,
+    # so that the rest of the suite runs while those jobs wait; later tests check their results.
+    items.sort(key=lambda item: item.get_closest_marker("slurm_background") is None)
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     # A leaked SLURM_* or LOCAL_RANK makes Lightning think an external launcher runs us.

@@ -1,6 +1,7 @@
 """Importable from a CLI subprocess (`tests.ddp_helpers.DumpState`): what each rank ends with."""
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ class DumpState(Callback):
         state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}  # type: ignore[union-attr]
         torch.save(state, self.out_dir / f"rank{rank}.pt")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics.update(world_size=trainer.world_size, global_step=trainer.global_step)
+        metrics.update(world_size=trainer.world_size, global_step=trainer.global_step, host=socket.gethostname())
         (self.out_dir / f"rank{rank}.json").write_text(json.dumps(metrics))
 
 

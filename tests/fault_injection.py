@@ -7,6 +7,7 @@ known step, one that saves checkpoints in a loop so a test can SIGKILL it mid-wr
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,16 @@ class SignalAtStep(Callback):
                 f"{self.signum.name} at global step {trainer.global_step}, epoch {trainer.current_epoch}\n"
             )
             os.kill(os.getpid(), self.signum)
+
+
+class SlowSteps(Callback):
+    """Every training step takes at least ``seconds``: training whose length in wall time a test can plan."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        time.sleep(self.seconds)
 
 
 TINY_CONFIG = """\

@@ -63,6 +63,7 @@ class SlurmCluster:
         # Namespaced hosts get names unique to this process, so that clusters of two test runs (or a
         # crashed run's leftovers) never collide; deleting them by these names cannot touch others.
         tag = f"rt{os.getpid() % 100000}"
+        self.name = f"{tag}h{hosts}"  # ClusterName: two test clusters never share job ids under one name
         self.netns = hosts > 1
         if self.netns:
             self.hosts = [f"{tag}n{i}" for i in range(1, hosts + 1)]
@@ -112,16 +113,20 @@ class SlurmCluster:
 
     def start_host(self, host: str, timeout: float = 60) -> None:
         """Start (or restart, after :meth:`crash_host`) the slurmd of ``host`` and wait until it is up."""
+        if self.netns:
+            _sh("ip", "-n", host, "link", "set", "eth0", "up")
         self._spawn(f"slurmd-{host}", self._on(host, [_which("slurmd"), "-D", "-f", str(self.conf), "-N", host]))
         self._wait_for(lambda: self.node_state(host) in ("idle", "mixed", "allocated"), timeout, f"node {host} up")
 
     def crash_host(self, host: str) -> list[int]:
-        """What a host crash does to Slurm: its slurmd and everything a job runs there die at once (SIGKILL).
+        """What a host crash does: it drops off the network, then its slurmd and everything a job runs there
+        die at once (SIGKILL). Peers see no connection close, as with a real crash: only silence.
 
         Only for namespaced hosts, whose processes are exactly those in the host's network namespace.
         Returns the pids killed besides slurmd's.
         """
         assert self.netns, "crash_host needs namespaced hosts (hosts > 1)"
+        _sh("ip", "-n", host, "link", "set", "eth0", "down")
         daemon = self.procs.pop(f"slurmd-{host}")
         daemon.kill()
         daemon.wait(timeout=15)
@@ -245,7 +250,7 @@ class SlurmCluster:
         nodes = "\n".join(f"NodeName={h} NodeAddr={a} CPUs={self.cpus} State=UNKNOWN" for h, a in self.addr.items())
         # cred_expire is also how long Slurm holds a requeued job (reason BeginTime; default 120 s).
         return f"""\
-ClusterName=pytest
+ClusterName={self.name}
 SlurmctldHost={self.node}({self.addr[self.node]})
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
@@ -271,7 +276,7 @@ ReturnToService=2
 SlurmdTimeout={self.slurmd_timeout}
 SlurmdParameters=config_overrides
 SchedulerType=sched/builtin
-KillWait=5
+KillWait=30
 MinJobAge=600
 InactiveLimit=0
 {nodes}

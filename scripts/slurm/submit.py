@@ -7,16 +7,20 @@
     python scripts/slurm/submit.py configs/r50.yaml --nodes 4 --gpus-per-node 8 --partition preempt --time 12:00:00
     python scripts/slurm/submit.py configs/r50.yaml --dry-run -- --trainer.max_epochs 90
 
-Arguments after ``--`` go to ``python -m src.cli fit``. Every job runs from the current directory
-(the repo root), writes its SLURM log to runs/slurm/<job name>-<job id>.out, and its run to
-runs/<name>/slurm-<job id>/ where a requeued job resumes by itself (docs/slurm.md).
+Arguments after ``--`` go to ``python -m src.cli fit``. Every job runs from the current directory (the
+repo root), writes its SLURM log to runs/slurm/<job name>-<job id>.out, and its run to
+runs/<name>/slurm-<job id>/ where a requeued job resumes by itself (docs/slurm.md). A ``--grid`` of
+several points is one job array, one task per point: task i logs to <job name>-<job id>_<i>.out, trains
+in runs/<name>/slurm-<job id>_<i>/, and is preempted and requeued on its own.
 """
 
 import argparse
 import itertools
+import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 TEMPLATE = Path(__file__).with_name("train.sbatch")
@@ -51,10 +55,18 @@ def expand_grid(grid: list[str]) -> list[list[tuple[str, str]]]:
 
 
 def sbatch_command(
-    args: argparse.Namespace, config: Path, group: str | None, point: list[tuple[str, str]]
-) -> list[str]:
-    name = "-".join([config.stem, *(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point)])
-    cmd = ["sbatch", "--parsable", f"--job-name={name}", f"--output={args.log_dir}/%x-%j.out"]
+    args: argparse.Namespace, config: Path, group: str | None, points: list[list[tuple[str, str]]]
+) -> tuple[list[str], list[str]]:
+    """The sbatch command for one config, and the per-task arguments when its grid makes it a job array.
+
+    Several grid points become one job array (``--array=0-N``): each task reads its own line of
+    arguments (``RESNET_ARRAY_ARGS``), trains in its own run directory ``runs/<name>/slurm-<job>_<task>``,
+    and is preempted and requeued on its own.
+    """
+    array = len(points) > 1
+    name = config.stem if array else "-".join([config.stem, *(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in points[0])])
+    log = f"{args.log_dir}/%x-%A_%a.out" if array else f"{args.log_dir}/%x-%j.out"
+    cmd = ["sbatch", "--parsable", f"--job-name={name}", f"--output={log}"]
     for flag in ("nodes", "cpus_per_task", "time", "partition", "account", "qos"):
         value = getattr(args, flag)
         if value is not None:
@@ -64,6 +76,9 @@ def sbatch_command(
     tasks = args.ntasks_per_node or args.gpus_per_node
     if tasks:
         cmd.append(f"--ntasks-per-node={tasks}")
+    task_args = [shlex.join(arg for key, value in point for arg in (f"--{key}", value)) for point in points]
+    if array:
+        cmd.append(f"--array=0-{len(points) - 1}")
     cmd += args.sbatch_arg or []
     cmd += [str(args.template)]
     for base in args.base or []:
@@ -71,9 +86,9 @@ def sbatch_command(
     cmd += ["-c", str(config)]
     if group or args.group:
         cmd += ["--wandb.group", args.group or group]
-    for key, value in point:
-        cmd += [f"--{key}", value]
-    return cmd + args.cli_args
+    if not array:
+        cmd += shlex.split(task_args[0])
+    return cmd + args.cli_args, task_args if array else []
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -101,21 +116,29 @@ def main(argv: list[str] | None = None) -> list[str]:
     args.cli_args = cli_args
 
     commands = [
-        sbatch_command(args, config, group, point)
-        for config, group in expand_configs(args.configs)
-        for point in expand_grid(args.grid)
+        sbatch_command(args, config, group, expand_grid(args.grid)) for config, group in expand_configs(args.configs)
     ]
     job_ids = []
-    for cmd in commands:
+    for cmd, task_args in commands:
         if args.dry_run:
             print(shlex.join(cmd))
+            for i, line in enumerate(task_args):
+                print(f"  array task {i}: {line}")
             continue
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)  # SLURM does not create it
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        env = None
+        if task_args:  # a job array: task i appends line i+1 of this file to its arguments
+            name = cmd[2].removeprefix("--job-name=")
+            args_file = Path(args.log_dir).resolve() / f"{name}-{len(task_args)}tasks-{time.time_ns()}.args"
+            args_file.write_text("\n".join(task_args) + "\n")
+            env = {**os.environ, "RESNET_ARRAY_ARGS": str(args_file)}
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         if out.returncode != 0:
             raise SystemExit(f"error: {shlex.join(cmd)}\n{out.stderr.strip()}")
         job_ids.append(out.stdout.strip().split(";")[0])
         print(f"{job_ids[-1]}\t{shlex.join(cmd[cmd.index(str(args.template)) + 1 :])}")
+        for i, line in enumerate(task_args):
+            print(f"{job_ids[-1]}_{i}\t{line}")
     return job_ids
 
 
