@@ -22,6 +22,7 @@ from src.data.synthetic import SyntheticDataModule
 from src.models.classifier import ImageClassifier
 from src.models.resnet import ResNet
 from src.run import RunLayout
+from tests.conftest import run_cli
 from tests.fault_injection import write_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,3 +306,34 @@ def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkp
         cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
     assert f"test: using the network of {ckpt}, not the config's" in caplog.text
     assert [len(cli.model.net.layer1), len(cli.model.net.layer2)] == [1, 1]  # type: ignore[attr-defined]
+
+
+EMA = '{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}'
+
+
+def test_ema_weights_are_validated_checkpointed_and_survive_a_kill_9_resume(tmp_path: Path) -> None:
+    # Lightning's EMAWeightAveraging as a config entry: validation runs on the EMA weights, checkpoints hold
+    # them (and the raw weights beside them), and a resume restores both exactly.
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=3)  # 8 steps per epoch, 24 in all
+    ema = ("-c", str(config), f"--trainer.callbacks+={EMA}")
+    reference = cli(tmp_path, *ema, "--run_dir", "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    killer = '{"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": 12, "marker": "killed"}}'
+    command = (*ema, "--run_dir", "run", f"--trainer.callbacks+={killer}")
+    assert cli(tmp_path, *command).returncode == -signal.SIGKILL
+    second = cli(tmp_path, *command)
+    assert second.returncode == 0 and "Resumed training at global step 8, epoch 1" in second.stderr, second.stderr
+
+    ref, got = load(tmp_path / "reference/checkpoints/last.ckpt"), load(tmp_path / "run/checkpoints/last.ckpt")
+    for part in ("state_dict", "current_model_state"):  # the EMA weights, and the raw ones
+        for key, value in ref[part].items():
+            assert torch.equal(value, got[part][key]), (part, key)
+    weight = "net.layer1.0.conv1.weight"
+    assert not torch.equal(ref["state_dict"][weight], ref["current_model_state"][weight])  # EMA != raw
+
+    # The last epoch's logged val/loss is the EMA weights' (validating the checkpoint's state_dict).
+    with open(tmp_path / "reference/version_0/metrics.csv") as f:
+        logged = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]
+    validate = run_cli("validate", "-c", str(config), "--ckpt_path", str(tmp_path / "reference/checkpoints/last.ckpt"),
+                       f"--trainer.default_root_dir={tmp_path / 'validate'}")  # fmt: skip
+    assert float(validate.trainer.callback_metrics["val/loss"]) == pytest.approx(logged[-1], rel=1e-5)

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim import SGD
+from torch.optim import SGD, AdamW
 from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
@@ -92,6 +92,9 @@ class ImageClassifier(L.LightningModule):
     ``constant``; each optionally preceded by ``warmup_steps`` of warm-up starting at
     ``warmup_start_factor`` x lr, ramping linearly or held constant (ResNet-110).
 
+    Optimizers: ``sgd`` (the papers: ``momentum``, ``nesterov``) or ``adamw`` (``betas``; decoupled
+    weight decay); ``no_weight_decay_bn_bias`` keeps weight decay off BN and biases for either.
+
     Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
     ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
     ``compile`` compiles the network in place with torch.compile.
@@ -105,7 +108,9 @@ class ImageClassifier(L.LightningModule):
         self,
         net: nn.Module,
         lr: float = 0.1,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
         momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 1e-4,
         nesterov: bool = False,
         no_weight_decay_bn_bias: bool = False,
@@ -131,6 +136,8 @@ class ImageClassifier(L.LightningModule):
         for key, value in dict(momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps).items():
             if value < 0:
                 raise ValueError(f"{key}={value} must be >= 0")
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas={list(betas)} must each be in [0, 1)")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         check_choices(ImageClassifier.__init__, locals())
@@ -271,7 +278,11 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         lr = self.scaled_lr()
-        optimizer = SGD(self.param_groups(), lr=lr, momentum=hp["momentum"], nesterov=hp["nesterov"])
+        optimizer: torch.optim.Optimizer
+        if hp["optimizer"] == "adamw":  # decoupled weight decay (Loshchilov & Hutter); momentum is SGD's
+            optimizer = AdamW(self.param_groups(), lr=lr, betas=tuple(hp["betas"]))
+        else:
+            optimizer = SGD(self.param_groups(), lr=lr, momentum=hp["momentum"], nesterov=hp["nesterov"])
         total = int(min(self.trainer.estimated_stepping_batches, 2**62))
         scale = self.steps_per_epoch() if hp["milestone_unit"] == "epoch" else 1
         factor = LRFactor(

@@ -21,6 +21,9 @@ shortcut      ``A`` identity, zero-padded channels + strided subsampling where t
               shape changes (no parameters) | ``B`` 1x1 conv(+BN) projection only
               where the shape changes | ``C`` projection in every block |
               ``none`` no shortcut at all (the plain nets of the degradation study)
+drop_path_rate  stochastic depth (Huang et al. 2016): each training image skips a
+              block's residual branch with probability rising linearly from 0 in
+              the first block to this rate in the last; 0 (default) = off
 ============  ==================================================================
 
 Where the arguments match torchvision's resnet18...152 (block per depth, unit
@@ -34,6 +37,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 __all__ = [
     "ResNet",
@@ -144,6 +148,8 @@ class ResidualBlock(nn.Module):
         # take the pre-activated input; identity shortcuts take the raw one.
         self.preact_shortcut = preact_shortcut
         self.relu = nn.ReLU(inplace=True)
+        # Stochastic depth on the residual branch, per image ("row"); set by ResNet, None when off.
+        self.drop_path: StochasticDepth | None = None
 
     def layers(self) -> tuple[list[nn.Conv2d], list[nn.BatchNorm2d]]:
         raise NotImplementedError
@@ -169,6 +175,8 @@ class ResidualBlock(nn.Module):
                 if i < last or unit == "relu_before_add":
                     out = self.relu(out)
 
+        if self.drop_path is not None:  # where the branch ends, before the add (in every unit ordering)
+            out = self.drop_path(out)
         if self.downsample is not None:
             out = out + self.downsample(pre if self.preact_shortcut else x)
         if unit == "bn_after_add":
@@ -278,6 +286,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         num_classes: int = 1000,
         in_channels: int = 3,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         _check_choice("block", block, BLOCKS)
@@ -288,6 +297,12 @@ class ResNet(nn.Module):
         _check_positive("widths", widths)
         _check_positive("num_classes", [num_classes])
         _check_positive("in_channels", [in_channels])
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
+        if drop_path_rate and shortcut == "none":
+            raise ValueError(
+                f"drop_path_rate={drop_path_rate} needs shortcuts: with shortcut='none' a dropped branch is the block"
+            )
         if len(depths) != len(widths):
             raise ValueError(
                 f"depths={list(depths)} and widths={list(widths)} must have the same length (one entry per stage)"
@@ -330,6 +345,11 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     m.zero_init_last()
+        self.drop_path_rate = drop_path_rate
+        if drop_path_rate:  # the linear decay rule of Huang et al.: p_l = l / L * p_L
+            blocks = [m for m in self.modules() if isinstance(m, ResidualBlock)]
+            for i, m in enumerate(blocks):
+                m.drop_path = StochasticDepth(drop_path_rate * i / max(len(blocks) - 1, 1), mode="row")
 
     def _make_layer(
         self,

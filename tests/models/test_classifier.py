@@ -153,6 +153,23 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path) -> None:
     assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
 
 
+def test_adamw_trains_with_decoupled_weight_decay_off_bn_and_bias(tmp_path) -> None:
+    data = tiny_data(train_size=32, val_size=32)
+    data.val_set = data.train_set
+    model = ImageClassifier(
+        tiny_net(), optimizer="adamw", lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05, no_weight_decay_bn_bias=True,
+        schedule="constant",
+    )  # fmt: skip
+    t = trainer(tmp_path, max_epochs=15, check_val_every_n_epoch=15)
+    (before,) = t.validate(model, data, verbose=False)
+    t.fit(model, data)
+    (optimizer,) = t.optimizers
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.8, 0.99)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.0]
+    assert all(p.ndim <= 1 for p in optimizer.param_groups[1]["params"])
+    assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -162,6 +179,8 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path) -> None:
         ({"milestones": [60, 30]}, "milestones=[60, 30] must be increasing"),
         ({"schedule": "linear"}, "schedule='linear' is not one of multistep, plateau, cosine, constant"),
         ({"lr_scaling": "sqrt"}, "lr_scaling='sqrt' is not one of none, linear"),
+        ({"optimizer": "lamb"}, "optimizer='lamb' is not one of sgd, adamw"),
+        ({"betas": (0.9, 1.0)}, "betas=[0.9, 1.0] must each be in"),
     ],
 )
 def test_bad_hyperparameters_are_named(kwargs: dict, message: str) -> None:

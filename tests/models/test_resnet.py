@@ -272,3 +272,32 @@ def test_preact_shortcut_taps_are_pinned(shortcut: str, taps: list[bool]) -> Non
         block="basic", depths=[2, 2, 2], widths=[4, 8, 16], stem="cifar", unit="full_preact", shortcut=shortcut
     )
     assert [blk.preact_shortcut for layer in (net.layer1, net.layer2, net.layer3) for blk in layer] == taps
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("unit", ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"])
+def test_stochastic_depth_drops_residual_branches_per_image_in_training_only(block: str, unit: str) -> None:
+    args = dict(block=block, depths=[2, 2], widths=[8, 16], stem="cifar", unit=unit, shortcut="B", num_classes=5)
+    torch.manual_seed(0)
+    net = ResNet(**args, drop_path_rate=0.5)  # type: ignore[arg-type]
+    plain = ResNet(**args)  # type: ignore[arg-type]
+    plain.load_state_dict(net.state_dict())  # no new parameters or buffers: checkpoints stay compatible
+    probs = [m.drop_path.p for m in net.modules() if isinstance(m, R.ResidualBlock) and m.drop_path is not None]
+    assert probs == pytest.approx([0.0, 0.5 / 3, 1.0 / 3, 0.5])  # linear in depth, up to the rate
+
+    x = torch.randn(1, 3, 16, 16).expand(16, 3, 16, 16).contiguous()  # 16 copies of one image
+    net.eval(), plain.eval()
+    assert torch.equal(net(x), plain(x))  # evaluation keeps every branch (no rescaling needed: "row" mode)
+    net.train()
+    out = net(x)
+    # Identical images, identical batch statistics: only their own branch draws can set them apart.
+    assert len({tuple(row.tolist()) for row in out.round(decimals=5)}) > 1
+    plain.train()
+    assert len({tuple(row.tolist()) for row in plain(x).round(decimals=5)}) == 1
+
+
+def test_stochastic_depth_needs_shortcuts_and_a_rate_below_one() -> None:
+    with pytest.raises(ValueError, match=r"drop_path_rate=0\.1 needs shortcuts"):
+        R.cifar_plain(20, drop_path_rate=0.1)
+    with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be in \[0, 1\)"):
+        R.cifar_resnet(20, drop_path_rate=1.0)
