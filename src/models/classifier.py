@@ -1,4 +1,4 @@
-"""The LightningModule: a network, cross-entropy, top-1/top-5 metrics, SGD and its schedule."""
+"""The LightningModule: a network, its loss (CE or BCE, batch mixing), top-1/top-5 metrics, optimizer, schedule."""
 
 import math
 from bisect import bisect_right
@@ -14,6 +14,7 @@ from torch.optim import SGD, AdamW
 from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric
+from torchvision.transforms import v2
 
 from src.choices import check_choices
 from src.models.checkpoint_fit import check_checkpoint_fits
@@ -92,6 +93,10 @@ class ImageClassifier(L.LightningModule):
     ``constant``; each optionally preceded by ``warmup_steps`` of warm-up starting at
     ``warmup_start_factor`` x lr, ramping linearly or held constant (ResNet-110).
 
+    Regularisation: ``label_smoothing``; ``mixup_alpha``/``cutmix_alpha`` mix each training batch
+    (soft targets; with both, each batch picks one); ``loss: bce`` trains with per-class sigmoid
+    cross-entropy on the (mixed, smoothed) targets, as the "ResNet strikes back" recipes do.
+
     Optimizers: ``sgd`` (the papers: ``momentum``, ``nesterov``) or ``adamw`` (``betas``; decoupled
     weight decay); ``no_weight_decay_bn_bias`` keeps weight decay off BN and biases for either.
 
@@ -115,6 +120,9 @@ class ImageClassifier(L.LightningModule):
         nesterov: bool = False,
         no_weight_decay_bn_bias: bool = False,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        loss: Literal["ce", "bce"] = "ce",
         schedule: Literal["multistep", "plateau", "cosine", "constant"] = "multistep",
         milestones: Sequence[int] = (30, 60),
         milestone_unit: Literal["epoch", "step"] = "epoch",
@@ -138,6 +146,9 @@ class ImageClassifier(L.LightningModule):
                 raise ValueError(f"{key}={value} must be >= 0")
         if not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas={list(betas)} must each be in [0, 1)")
+        for key, value in dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha).items():
+            if value < 0:
+                raise ValueError(f"{key}={value} must be >= 0 (0 = off)")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         check_choices(ImageClassifier.__init__, locals())
@@ -159,6 +170,14 @@ class ImageClassifier(L.LightningModule):
         metrics = MetricCollection({name: TopKHits(k) for name, k in topk.items()}, compute_groups=False)
         # One collection per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
         self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone() for _ in STAGES)
+        # Batch mixing (torchvision's v2 MixUp/CutMix: one draw per batch, as in the papers and
+        # torchvision's reference scripts); with both, each batch picks one of them.
+        mixers: list[nn.Module] = []
+        if mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=self.num_classes))
+        if cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=self.num_classes))
+        self.mix: nn.Module | None = v2.RandomChoice(mixers) if mixers else None
 
     def stage_metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
@@ -181,9 +200,20 @@ class ImageClassifier(L.LightningModule):
             self.stage_metrics(stage).update(probs, y)
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
             return loss
+        target = soft_target = None
+        if stage == "train" and self.mix is not None:
+            x, soft_target = self.mix(x, y)  # the labels of the unmixed images still score train/acc
         logits = self(x)
         smoothing = self.hparams["label_smoothing"] if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        if soft_target is None and self.hparams["loss"] == "ce":
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        else:
+            target = F.one_hot(y, self.num_classes).to(logits.dtype) if soft_target is None else soft_target
+            target = target * (1 - smoothing) + smoothing / self.num_classes
+            if self.hparams["loss"] == "bce":  # per-class sigmoid, as in "ResNet strikes back"
+                loss = F.binary_cross_entropy_with_logits(logits, target)
+            else:
+                loss = F.cross_entropy(logits, target)
         self.stage_metrics(stage).update(logits.detach(), y)
         train = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train)

@@ -4,6 +4,7 @@ import math
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
 from src.data.synthetic import SyntheticDataModule
@@ -170,6 +171,53 @@ def test_adamw_trains_with_decoupled_weight_decay_off_bn_and_bias(tmp_path) -> N
     assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
 
 
+def _train_step_inputs(
+    model: ImageClassifier, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(what the network saw, the loss, the logits) of one training step."""
+    seen: list[torch.Tensor] = []
+    handle = model.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    model.log = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer attached
+    loss = model.training_step((x, y), 0)
+    handle.remove()
+    return seen[0], float(loss), model.net(seen[0]).detach()
+
+
+def test_mixup_blends_each_batch_with_its_roll_and_trains_on_the_soft_targets() -> None:
+    torch.manual_seed(0)
+    model = ImageClassifier(tiny_net(), mixup_alpha=0.4).eval()  # eval: the BN statistics stay out of it
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 10
+    seen, loss, logits = _train_step_inputs(model, x, y)
+    lam = float(((seen - x.roll(1, 0)) / (x - x.roll(1, 0))).median())
+    assert 0 <= lam <= 1
+    torch.testing.assert_close(seen, lam * x + (1 - lam) * x.roll(1, 0), rtol=1e-4, atol=1e-5)
+    soft = lam * F.one_hot(y, 10) + (1 - lam) * F.one_hot(y.roll(1, 0), 10)
+    assert loss == pytest.approx(float(F.cross_entropy(logits, soft)), rel=1e-5)
+
+
+def test_cutmix_pastes_a_box_of_the_rolled_batch_and_bce_scores_per_class() -> None:
+    torch.manual_seed(1)
+    model = ImageClassifier(tiny_net(), cutmix_alpha=1.0, loss="bce", label_smoothing=0.1).eval()
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 10
+    seen, loss, logits = _train_step_inputs(model, x, y)
+    pasted = (seen == x.roll(1, 0)).all(dim=(0, 1))  # one box, the same for every image of the batch
+    assert ((seen == x).all(dim=(0, 1)) | pasted).all()
+    lam = 1 - float(pasted.float().mean())  # the area kept from each image
+    soft = lam * F.one_hot(y, 10) + (1 - lam) * F.one_hot(y.roll(1, 0), 10)
+    soft = soft * 0.9 + 0.1 / 10
+    assert loss == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, soft)), rel=1e-5)
+
+
+def test_mixing_and_bce_train_through_the_trainer(tmp_path) -> None:
+    data = tiny_data(train_size=32, val_size=32)
+    data.val_set = data.train_set
+    model = ImageClassifier(tiny_net(), mixup_alpha=0.2, cutmix_alpha=1.0, loss="bce", lr=0.05, schedule="constant")
+    t = trainer(tmp_path, max_epochs=3)
+    t.fit(model, data)
+    assert all(torch.isfinite(v) for v in t.callback_metrics.values())
+    assert {"train/loss_epoch", "val/loss", "val/err1"} <= set(t.callback_metrics)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -180,6 +228,8 @@ def test_adamw_trains_with_decoupled_weight_decay_off_bn_and_bias(tmp_path) -> N
         ({"schedule": "linear"}, "schedule='linear' is not one of multistep, plateau, cosine, constant"),
         ({"lr_scaling": "sqrt"}, "lr_scaling='sqrt' is not one of none, linear"),
         ({"optimizer": "lamb"}, "optimizer='lamb' is not one of sgd, adamw"),
+        ({"mixup_alpha": -0.2}, "mixup_alpha=-0.2 must be >= 0"),
+        ({"loss": "focal"}, "loss='focal' is not one of ce, bce"),
         ({"betas": (0.9, 1.0)}, "betas=[0.9, 1.0] must each be in"),
     ],
 )
