@@ -66,6 +66,11 @@ def test_modern_cifar_recipe_trains_on_cifar_files(tmp_path: Path) -> None:
     model = cli.model
     assert (model.hparams["mixup_alpha"], model.hparams["cutmix_alpha"], model.hparams["nesterov"]) == (0.2, 1.0, True)
     assert model.net.drop_path_rate == 0.1 and cli.trainer.global_step == 6
+    assert (cli.datamodule.auto_augment, cli.datamodule.random_erasing, cli.datamodule.padding) == (
+        "trivialaugment",
+        0.25,
+        4,
+    )
     (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
     last = torch.load(ckpt, weights_only=False)
     assert "current_model_state" in last  # the EMA callback ran: the checkpoint holds EMA and raw weights

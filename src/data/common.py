@@ -87,6 +87,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
     training images, as the ResNet paper does on CIFAR (padding is the mean).
     ``on_device``: serve batches from a copy of each split on the training device,
     augmented there (no workers; for datasets that fit in device memory).
+    Beyond the paper (training only, DataLoader path): ``auto_augment`` (``randaugment`` with 2 ops
+    at ``randaugment_magnitude``, or ``trivialaugment``) on the uint8 image, and ``random_erasing``
+    (probability per image) after standardising.
     ``batch_size`` is per process; ``global_batch_size`` fixes the total over processes and
     gradient accumulation instead (the paper's 128 on 1 or 2 GPUs alike).
     """
@@ -108,6 +111,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
         padding: int = 4,
         normalize: Literal["per_channel", "per_pixel_mean"] = "per_channel",
         on_device: bool = False,
+        auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none",
+        randaugment_magnitude: int = 9,
+        random_erasing: float = 0.0,
         num_workers: int | None = None,
         pin_memory: bool = True,
         download: bool = True,
@@ -118,12 +124,26 @@ class InMemoryImageDataModule(L.LightningDataModule):
         if padding < 0:
             raise ValueError(f"padding={padding} must be >= 0")
         check_choices(InMemoryImageDataModule.__init__, locals())
+        if not 0 <= random_erasing <= 1:
+            raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
+        if not 0 <= randaugment_magnitude <= 30:
+            raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
+        if on_device and (auto_augment != "none" or random_erasing):
+            raise ValueError(
+                f"auto_augment={auto_augment!r} and random_erasing={random_erasing} run per image in the DataLoader: "
+                "set on_device=false (the batched on-device versions are not written yet)"
+            )
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.global_batch_size = global_batch_size
         self.augment, self.padding, self.download = augment, padding, download
         self.normalize, self.on_device = normalize, on_device
+        self.auto_augment, self.randaugment_magnitude, self.random_erasing = (
+            auto_augment,
+            randaugment_magnitude,
+            random_erasing,
+        )
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = pin_memory
         # [C, 1, 1], or the [C, H, W] mean image of the training images (computed in setup)
@@ -149,8 +169,10 @@ class InMemoryImageDataModule(L.LightningDataModule):
         fill = tuple(-m / s for m, s in zip(self.mean, self.std, strict=True)) if per_channel else (0.0,) * len(std)
         aug = train and self.augment
         return PadCropFlipNormalize(
-            self.image_size, self.norm_mean, std, fill, padding=self.padding if aug else 0, flip=aug
-        )
+            self.image_size, self.norm_mean, std, fill, padding=self.padding if aug else 0, flip=aug,
+            policy=self.auto_augment if aug else "none", magnitude=self.randaugment_magnitude,
+            erasing=self.random_erasing if aug else 0.0,
+        )  # fmt: skip
 
     def eval_transform(self) -> v2.Transform:
         return self.recipe(train=False).per_image()

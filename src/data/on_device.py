@@ -50,6 +50,11 @@ class PadCropFlipNormalize:
     fill: tuple[float, ...]
     padding: int = 0
     flip: bool = False
+    # Beyond the paper, per image in the DataLoader only: an augmentation policy on the uint8 image
+    # ("randaugment": 2 ops at ``magnitude``; "trivialaugment"), and random erasing with this probability.
+    policy: str = "none"
+    magnitude: int = 9
+    erasing: float = 0.0
     fill_tensor: torch.Tensor | None = dataclasses.field(default=None, repr=False)  # ``fill`` as [1, C, 1, 1]
 
     def to(self, device: torch.device | str) -> "PadCropFlipNormalize":
@@ -62,15 +67,24 @@ class PadCropFlipNormalize:
 
     def per_image(self) -> v2.Compose:
         """The torchvision v2 twin of ``__call__``, applied to one ``[C, H, W]`` uint8 image at a time."""
-        ops: list[v2.Transform] = [v2.ToDtype(torch.float32, scale=True), Standardize(self.mean, self.std)]
+        ops: list[v2.Transform] = []
+        if self.policy == "randaugment":
+            ops.append(v2.RandAugment(num_ops=2, magnitude=self.magnitude))
+        elif self.policy == "trivialaugment":
+            ops.append(v2.TrivialAugmentWide())
+        ops += [v2.ToDtype(torch.float32, scale=True), Standardize(self.mean, self.std)]
         if self.padding:
             ops.append(v2.RandomCrop(self.size, padding=self.padding, fill=list(self.fill)))
         if self.flip:
             ops.append(v2.RandomHorizontalFlip())
+        if self.erasing:  # erased pixels become 0: the mean, in standardised units
+            ops.append(v2.RandomErasing(p=self.erasing, value=0))
         return v2.Compose(ops)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Augment a uint8 batch ``[B, C, H, W]`` where it lives; each image draws its own crop and flip."""
+        if self.policy != "none" or self.erasing:
+            raise NotImplementedError("augmentation policies and random erasing run per image (on_device=false)")
         x = (to_dtype(x, torch.float32, scale=True) - self.mean.to(x.device)) / self.std.to(x.device)  # no-op .to()
 
         if not (self.padding or self.flip):

@@ -212,3 +212,29 @@ def test_global_batch_size_splits_over_processes_and_accumulation(cifar10_dir: P
 def test_a_choice_outside_its_literal_names_the_key(cifar10_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"normalize='zca' is not one of per_channel, per_pixel_mean"):
         dm10(cifar10_dir, normalize="zca")
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_augmentation_policy_and_random_erasing_draw_per_image_in_training_only(cifar10_dir: Path, policy: str) -> None:
+    dm = dm10(cifar10_dir, auto_augment=policy, random_erasing=1.0, padding=0)
+    dm.setup("fit")
+    plain = dm10(cifar10_dir, augment=False)
+    plain.setup("fit")
+    assert dm.train_set is not None and dm.val_set is not None and plain.train_set is not None
+    image = dm.train_set.images[0]
+    draws = torch.stack([dm.train_set.transform(image) for _ in range(16)])  # the same image, 16 draws
+    assert draws.shape == (16, 3, 32, 32) and draws.dtype == torch.float32
+    assert len({d.sum().item() for d in draws}) > 8  # each image (call) draws its own ops and erased box
+    # Random erasing (p=1) writes 0, the mean in standardised units, into a box of every draw.
+    assert all((d == 0).all(dim=0).any() for d in draws)
+    # Validation images are not augmented.
+    torch.testing.assert_close(dm.val_set[0][0], plain.val_set[0][0])
+
+
+def test_policies_are_refused_on_device_and_bad_values_are_named(cifar10_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"auto_augment='randaugment' .* set on_device=false"):
+        dm10(cifar10_dir, auto_augment="randaugment", on_device=True)
+    with pytest.raises(ValueError, match=r"random_erasing=1.5 must be a probability"):
+        dm10(cifar10_dir, random_erasing=1.5)
+    with pytest.raises(ValueError, match="auto_augment='autoaugment' is not one of none, randaugment, trivialaugment"):
+        dm10(cifar10_dir, auto_augment="autoaugment")
