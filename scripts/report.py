@@ -23,6 +23,7 @@ import html
 import json
 import math
 import re
+import statistics
 import struct
 import sys
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,7 @@ class Run:
     source: str  # directory or W&B path, for the reader to find it again
     facts: dict[str, Any] = field(default_factory=dict)  # hyperparameters: model/*, hw/*, git/*, run/*
     rows: list[dict[str, float]] = field(default_factory=list)  # logged metrics, one dict per logging call
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved CLI config (config.yaml / W&B "cli")
 
     def series(self, key: str, x: str = "step") -> list[tuple[float, float]]:
         """(x, value) for every row that logged ``key``; x is the global step or the number of epochs done."""
@@ -112,7 +114,9 @@ def read_run_dir(run_dir: Path, root: Path) -> Run:
     name = facts.get("run/name") or str(rel)
     # Runs without a W&B group are grouped by the experiment directory, runs/<name>/version_N -> <name>.
     group = facts.get("run/group") or (run_dir.parent.name if run_dir.name.startswith("version_") else run_dir.name)
-    return Run(name, group, str(run_dir), facts, read_metrics_csv(run_dir / "metrics.csv"))
+    config_file = run_dir / "config.yaml"
+    config = yaml.load(config_file.read_text(), Loader=_LenientLoader) if config_file.exists() else {}
+    return Run(name, group, str(run_dir), facts, read_metrics_csv(run_dir / "metrics.csv"), config or {})
 
 
 # The offline transaction log is LevelDB's log format: 32 KiB blocks of records, each with a
@@ -185,7 +189,7 @@ def run_from_wandb(name: str, group: str | None, source: str, config: dict[str, 
         k: (v.get("value", v) if isinstance(v, dict) and set(v) <= {"value", "desc"} else v) for k, v in config.items()
     }
     return Run(facts.get("run/name") or name, group or facts.get("run/group") or "ungrouped", source, facts,
-               rows_from_wandb_history(history))  # fmt: skip
+               rows_from_wandb_history(history), facts.get("cli") or {})  # fmt: skip
 
 
 def find_runs(paths: Iterable[Path]) -> list[Run]:
@@ -247,6 +251,7 @@ COLUMNS = [  # header, how to get it, format
     ("params (M)", lambda r: _scaled(r.facts.get("model/params"), 1e-6), "{:.3f}"),
     ("GMACs", lambda r: r.facts.get("model/GMACs"), "{:.3g}"),
     ("epochs", lambda r: len(r.series("perf/epoch_s")) or None, "{}"),
+    ("final train err (%)", lambda r: r.last(ERR_TRAIN), "{:.2f}"),
     ("best val err (%)", lambda r: r.best(ERR_VAL), "{:.2f}"),
     ("final test err (%)", lambda r: r.last(ERR_TEST), "{:.2f}"),
     ("train time (s)", lambda r: r.total("perf/epoch_s"), "{:.1f}"),
@@ -259,15 +264,75 @@ def _scaled(value: Any, factor: float) -> float | None:
     return None if value is None else float(value) * factor
 
 
+# Config keys that say where and under which name a run went, not what it trained: runs that differ only
+# in these and in their seed are seeds of one variant.
+NOT_THE_VARIANT = ("seed_everything", "name", "run_dir", "ckpt_path", "trainer.default_root_dir", "wandb")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def variant_key(run: Run) -> str:
+    """What the run trained: its config without seed, names and paths (its name, without a config)."""
+    if not run.config:
+        return f"name:{run.name}"
+    flat = {k: v for k, v in _flat(run.config).items() if not k.startswith(NOT_THE_VARIANT)}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def seed_groups(runs: list[Run]) -> list[list[Run]]:
+    """``runs`` in order, those that differ only in their seed together (one list per variant). Runs of
+    one variant with a seed in common are repeats (another machine, another environment), kept apart."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(variant_key(run), []).append(run)
+    out: list[list[Run]] = []
+    for members in groups.values():
+        seeds = [run.config.get("seed_everything") for run in members]
+        distinct = None not in seeds and len(set(seeds)) == len(seeds)
+        out += [members] if distinct else [[run] for run in members]
+    return out
+
+
+def variant_name(runs: list[Run]) -> str:
+    if len(runs) == 1:
+        return runs[0].name
+    base = {re.sub(r"[-_]?seed\d+$", "", r.name) for r in runs}
+    return f"{base.pop() if len(base) == 1 else runs[0].name} ({len(runs)} seeds)"
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """mean ± sample std, then min and median: how the papers report several runs."""
+    mean, std, median = statistics.fmean(values), statistics.stdev(values), statistics.median(values)
+    return f"{fmt.format(mean)} ± {fmt.format(std)} (min {fmt.format(min(values))}, median {fmt.format(median)})"
+
+
 def table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """One row per variant: a single run's values, or over its seeds mean ± std (min, median)."""
     header = [c[0] for c in COLUMNS]
     body = []
-    for run in runs:
+    for members in seed_groups(runs):
         cells = []
-        for _, get, fmt in COLUMNS:
-            value = get(run)
-            missing = value is None or (isinstance(value, float) and math.isnan(value))
-            cells.append("–" if missing else fmt.format(value))
+        for title, get, fmt in COLUMNS:
+            values = [get(run) for run in members]
+            missing = [v is None or (isinstance(v, float) and math.isnan(v)) for v in values]
+            if title == "run":
+                cells.append(variant_name(members))
+            elif all(missing):
+                cells.append("–")
+            elif len({str(v) for v in values}) == 1:
+                cells.append(fmt.format(values[0]))
+            elif fmt != "{}" and not any(missing):
+                cells.append(spread([float(v) for v in values], fmt))
+            else:
+                cells.append("varies")
         body.append(cells)
     return header, body
 
@@ -337,8 +402,16 @@ def environments_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def seed_band(runs: list[Run], key: str, x: str) -> list[tuple[float, float, float, float]]:
+    """(x, mean, min, max) of ``key`` over ``runs`` at the x every run logged it at."""
+    series = [dict(run.series(key, x)) for run in runs]
+    common = sorted(set.intersection(*(set(s) for s in series))) if series else []
+    return [(at, statistics.fmean(v), min(v), max(v)) for at in common for v in [[s[at] for s in series]]]
+
+
 def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step") -> Path:
-    """Top-1 error (%) per run: thin = train, bold = validation, dot = final test (ResNet papers' style)."""
+    """Top-1 error (%) per variant: thin = train, bold = validation, dot = final test (ResNet papers' style);
+    the seeds of a variant as their mean with the min-max range shaded."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -348,18 +421,20 @@ def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step") -> Pat
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     handles = []
-    for i, run in enumerate(runs):
+    for i, members in enumerate(seed_groups(runs)):
         color = colors[i % len(colors)]
         for key, width in ((ERR_TRAIN, 1.0), (ERR_VAL, 2.6)):
-            points = run.series(key, x)
+            points = seed_band(members, key, x)
             if points:
-                ax.plot(
-                    *zip(*points, strict=True), color=color, linewidth=width, marker="." if len(points) < 20 else None
-                )
-        test = run.series(ERR_TEST, x)
-        if test:
-            ax.plot(*test[-1], "o", color=color, markersize=8, markeredgecolor="black")
-        handles.append(Line2D([], [], color=color, linewidth=2.6, label=run.name))
+                xs, mean, low, high = (list(c) for c in zip(*points, strict=True))
+                ax.plot(xs, mean, color=color, linewidth=width, marker="." if len(xs) < 20 else None)
+                if len(members) > 1:  # the seeds' range as a shaded band around their mean
+                    ax.fill_between(xs, low, high, color=color, alpha=0.25 if key == ERR_VAL else 0.12, linewidth=0)
+        tests = [t[-1] for t in (run.series(ERR_TEST, x) for run in members) if t]
+        if tests:
+            ax.plot(statistics.fmean(t[0] for t in tests), statistics.fmean(t[1] for t in tests), "o", color=color,
+                    markersize=8, markeredgecolor="black")  # fmt: skip
+        handles.append(Line2D([], [], color=color, linewidth=2.6, label=variant_name(members)))
     styles = [
         Line2D([], [], color="gray", linewidth=1.0, label="train (thin)"),
         Line2D([], [], color="gray", linewidth=2.6, label="val (bold)"),

@@ -2,6 +2,7 @@ import base64
 import csv
 import re
 import shutil
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,3 +188,31 @@ def test_wandb_report_is_built_offline_and_save_needs_a_login(tmp_path: Path, mo
     isolate_wandb(monkeypatch, tmp_path / "home")  # no API key anywhere
     with pytest.raises(Exception, match="not logged in"):
         built.save()
+
+
+def test_runs_that_differ_only_in_their_seed_are_one_row_with_their_spread(tmp_path: Path) -> None:
+    isolate = pytest.MonkeyPatch()
+    isolate_wandb(isolate, tmp_path / "home")
+    isolate.setenv("WANDB_MODE", "disabled")
+    try:
+        # Named as scripts/experiments name them with --seeds (the W&B name is the run's name).
+        dirs = [fit(tiny_args(tmp_path / "runs", f"v-seed{k}", f"--seed_everything={k}", "--wandb.group=g",
+                              f"--wandb.name=v-seed{k}", epochs=1)) for k in range(3)]  # fmt: skip
+        other = fit(tiny_args(tmp_path / "runs", "lr", "--model.lr=0.2", "--wandb.group=g", "--wandb.name=lr",
+                              epochs=1))  # fmt: skip
+    finally:
+        isolate.undo()
+    runs = [report.read_run_dir(d, tmp_path / "runs") for d in [*dirs, other]]
+    assert [len(g) for g in report.seed_groups(runs)] == [3, 1]  # lr=0.2 is another variant, not a seed
+    header, rows = report.table(runs)
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["run"] == "v (3 seeds)" and rows[1][0] == "lr"
+    tests = [csv_column(d, "test/err1")[-1] for d in dirs]
+    assert len(set(tests)) > 1  # the seeds really trained differently
+    mean, std = statistics.fmean(tests), statistics.stdev(tests)
+    median = statistics.median(tests)
+    assert row["final test err (%)"] == f"{mean:.2f} ± {std:.2f} (min {min(tests):.2f}, median {median:.2f})"
+    assert row["depth"] == "8" and "±" not in row["params (M)"]  # shared facts stay plain
+    paths = report.write_report(runs, tmp_path / "report")
+    assert "v (3 seeds)" in paths["markdown"].read_text()
+    assert matplotlib.image.imread(next(paths["figures"].glob("*.png"))).ndim == 3

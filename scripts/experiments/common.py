@@ -65,6 +65,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--limit-train-batches", type=float, help="fraction of each training epoch (CPU budgets)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 2 batches per run (CI)")
     p.add_argument("--jobs", type=int, default=1, help="local runs in parallel (threads split among them)")
+    p.add_argument("--seeds", type=int, default=1, help="runs per variant, seeds 0..N-1 (the report gives mean ± std)")
     p.add_argument("--out", type=Path, help="root of the runs (default runs/experiments/<name>)")
     p.add_argument("--report", type=Path, help="report folder (default reports/<name>)")
     p.add_argument("--slurm", action="store_true", help="submit each run with scripts/slurm/submit.py instead")
@@ -148,6 +149,9 @@ def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> N
 
 def main(name: str, title: str, runs: list[Run], args: argparse.Namespace) -> Path | None:
     """Runs ``runs`` (locally or on SLURM) and writes the report; returns the report folder."""
+    if args.seeds > 1:  # seed_everything only: the validation split (data.seed) stays the same
+        seeds = range(args.seeds)
+        runs = [Run(f"{r.name}-seed{k}", [*r.overrides, f"--seed_everything={k}"]) for r in runs for k in seeds]
     root = (args.out or REPO / "runs" / "experiments" / name).resolve()
     report = (args.report or REPO / "reports" / name).resolve()
     cmds = {run.name: command(run, name, args, root) for run in runs}
