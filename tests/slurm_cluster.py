@@ -192,6 +192,8 @@ class SlurmCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.job_state(job_id)
+            if not state:
+                raise RuntimeError(f"slurmctld does not know job {job_id} (purged, or never submitted)\n{self.logs()}")
             if state.get("JobState") in set(until) | TERMINAL:
                 return state
             time.sleep(0.5)
@@ -249,6 +251,7 @@ class SlurmCluster:
         r = self.root
         nodes = "\n".join(f"NodeName={h} NodeAddr={a} CPUs={self.cpus} State=UNKNOWN" for h, a in self.addr.items())
         # cred_expire is also how long Slurm holds a requeued job (reason BeginTime; default 120 s).
+        # MinJobAge: finished jobs stay visible to scontrol for the whole test session.
         return f"""\
 ClusterName={self.name}
 SlurmctldHost={self.node}({self.addr[self.node]})
@@ -277,7 +280,7 @@ SlurmdTimeout={self.slurmd_timeout}
 SlurmdParameters=config_overrides
 SchedulerType=sched/builtin
 KillWait=30
-MinJobAge=600
+MinJobAge=86400
 InactiveLimit=0
 {nodes}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP

@@ -4,6 +4,7 @@ atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real pro
 import contextlib
 import csv
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_loadable(tmp_pa
     assert ckpt["step"] in (last_done, last_done + 1)  # +1: killed after the rename, before the print
     assert torch.equal(ckpt["payload"], torch.arange(32 * 2**18, dtype=torch.float32) + ckpt["step"])
     # The interrupted write is really there, and the leftover .tmp is never picked.
-    with pytest.raises(RuntimeError):
+    with pytest.raises((RuntimeError, OSError, EOFError, pickle.UnpicklingError)):  # what a cut zip gives
         torch.load(target.with_name(target.name + TMP_SUFFIX), weights_only=True)
     assert RunLayout(tmp_path, "x", target.parent.parent).resume_candidates() == [target]
 

@@ -214,10 +214,10 @@ def test_preemption_checkpoints_requeues_and_resumes_to_max_steps(
     assert_clean_segments(log, job_id, restarts=1)
 
 
-def slow_tiny_job(cluster: SlurmCluster, workdir: Path, name: str, max_steps: int, *sbatch: str) -> str:
-    """``train.sbatch`` on 2 hosts x 1 task, a tiny net whose steps take 1 s each: minutes of training."""
+def slow_tiny_job(cluster: SlurmCluster, workdir: Path, name: str, max_steps: int, seconds: float, *sbatch: str) -> str:
+    """``train.sbatch`` on 2 hosts x 1 task, a tiny net whose steps take ``seconds`` each: minutes of training."""
     config = write_tiny_config(workdir / f"{name}.yaml", max_steps=max_steps)
-    slow = '{"class_path": "tests.fault_injection.SlowSteps", "init_args": {"seconds": 1.0}}'
+    slow = json.dumps({"class_path": "tests.fault_injection.SlowSteps", "init_args": {"seconds": seconds}})
     (workdir / "logs").mkdir(exist_ok=True)
     submit = cluster.run(
         "sbatch", "--parsable", f"--job-name={name}", "--output=logs/%x-%j.out", "--gres=none", "--nodes=2",
@@ -265,7 +265,10 @@ BACKGROUND = Background()
 # as when USR1 is missed), so that only the hard limit's SIGTERM ends each segment.
 # The hard limit's job gets 2 minutes, so that its last segment ends well before its limit.
 TIME_LIMIT_JOBS = {"warned": ("--time=1", "--signal=USR1@40"), "hard": ("--time=2", "--signal=URG@1")}
-TIME_LIMIT_STEPS = {"warned": 30, "hard": 150}
+# Steps of 2 s under a 1-minute limit: a segment trains 27 steps at most, so 60 steps need >= 3 segments.
+# Steps of 1 s under 2 minutes: >= 2 segments for 150 steps, the last well inside its limit.
+TIME_LIMIT_STEPS = {"warned": 60, "hard": 150}
+STEP_SECONDS = {"warned": 2.0, "hard": 1.0}
 
 
 @pytest.mark.slurm_background
@@ -275,7 +278,7 @@ def test_background_jobs_start(
     # Started first and checked last (see the module docstring): these wait on Slurm's clock.
     for name, sbatch in TIME_LIMIT_JOBS.items():
         workdir = tmp_path_factory.mktemp(name)
-        job = slow_tiny_job(cluster2, workdir, name, TIME_LIMIT_STEPS[name], *sbatch)
+        job = slow_tiny_job(cluster2, workdir, name, TIME_LIMIT_STEPS[name], STEP_SECONDS[name], *sbatch)
         BACKGROUND.jobs[name] = (job, workdir, time.monotonic())
     BACKGROUND.start("host crash", host_crash_scenario, cluster2, tmp_path_factory.mktemp("crash"))
     BACKGROUND.start("job array", job_array_scenario, cluster, tmp_path_factory.mktemp("array"))
