@@ -1,6 +1,7 @@
 """Importable from a CLI subprocess (`tests.ddp_helpers.DumpState`): what each rank ends with."""
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,3 +79,15 @@ class RankOrderedSynthetic(SyntheticDataModule):
     def train_dataloader(self) -> DataLoader:
         sampler = RankShardsSampler(len(self.train_set), self.world, self.batch_size)
         return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler)
+
+
+class RecordEnv(Callback):
+    """Writes one environment variable as the training process sees it to ``<out_dir>/<run name>.txt``."""
+
+    def __init__(self, out_dir: str, key: str) -> None:
+        self.out_dir, self.key = Path(out_dir), key
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        name = Path(trainer.log_dir or "run").parent.name
+        (self.out_dir / f"{name}.txt").write_text(os.environ.get(self.key, ""))
