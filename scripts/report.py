@@ -7,9 +7,11 @@
 Local inputs are the run directories the CLI writes (``metrics.csv``, ``hparams.yaml``); a directory
 with only an offline W&B run (``offline-run-*/run-*.wandb``) is read from that transaction log.
 Online, runs come from the W&B API, filtered by group and tags. Per group the report has a table
-(model, depth, unit, shortcut, params, GMACs, best val error, final test error, train time, environment)
-and a figure of top-1 error per run, thin = train, bold = validation (the held-out curve; the test split
-is scored once, at the end, and drawn as a dot), as in the ResNet papers' figures. A group whose runs
+(model, depth, unit, shortcut, params, GMACs, final train error, best val error, final test error, train
+time, environment; runs that differ only in their seed as one row of mean ± std) and a figure of top-1
+error per run, thin dashed = train, bold = validation, seeds as a shaded band, optionally one panel per
+value of a run fact (``--panels model/shortcut``: plain | residual, as in the ResNet paper's Fig. 6). The
+test split is scored once, at the end: its error is in the table. A group whose runs
 come from different software environments (Python, packages, torch, CUDA, cuDNN) gets a warning line,
 and the report ends with a table of the environments.
 ``--wandb-report`` also publishes the comparison as a W&B Report (``pip install wandb-workspaces``).
@@ -409,43 +411,60 @@ def seed_band(runs: list[Run], key: str, x: str) -> list[tuple[float, float, flo
     return [(at, statistics.fmean(v), min(v), max(v)) for at in common for v in [[s[at] for s in series]]]
 
 
-def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step") -> Path:
-    """Top-1 error (%) per variant: thin = train, bold = validation, dot = final test (ResNet papers' style);
-    the seeds of a variant as their mean with the min-max range shaded."""
+def panel_of(run: Run, panels: str | None) -> str:
+    """The panel a run is drawn in: the value of the fact ``panels`` (``plain`` vs ``residual`` for the
+    shortcut, as the ResNet paper's Fig. 6 puts them side by side), or one panel for all."""
+    if not panels:
+        return ""
+    value = run.facts.get(panels)
+    if panels == "model/shortcut":
+        return "plain" if value == "none" else "residual"
+    if panels == "model/depth":
+        return f"{value} layers"
+    return f"{panels.rsplit('/', 1)[-1]} {value}"
+
+
+def plot_errors(runs: list[Run], title: str, path: Path, x: str = "step", panels: str | None = None) -> Path:
+    """Top-1 error (%) per variant, thin dashed = train, bold = validation, as in the papers' figures; the
+    seeds of a variant as their mean with the min-max range shaded. With ``panels`` (a run fact) one
+    panel per value, on a shared y axis. The final test error is in the table, not on these axes."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    by_panel: dict[str, list[Run]] = {}
+    for run in runs:
+        by_panel.setdefault(panel_of(run, panels), []).append(run)
+    n = len(by_panel)
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n if n > 1 else 8, 5), dpi=120, sharey=True, squeeze=False)
     colors = [plt.get_cmap("tab10")(i) for i in range(10)]
-    handles = []
-    for i, members in enumerate(seed_groups(runs)):
-        color = colors[i % len(colors)]
-        for key, width in ((ERR_TRAIN, 1.0), (ERR_VAL, 2.6)):
-            points = seed_band(members, key, x)
-            if points:
-                xs, mean, low, high = (list(c) for c in zip(*points, strict=True))
-                ax.plot(xs, mean, color=color, linewidth=width, marker="." if len(xs) < 20 else None)
-                if len(members) > 1:  # the seeds' range as a shaded band around their mean
-                    ax.fill_between(xs, low, high, color=color, alpha=0.25 if key == ERR_VAL else 0.12, linewidth=0)
-        tests = [t[-1] for t in (run.series(ERR_TEST, x) for run in members) if t]
-        if tests:
-            ax.plot(statistics.fmean(t[0] for t in tests), statistics.fmean(t[1] for t in tests), "o", color=color,
-                    markersize=8, markeredgecolor="black")  # fmt: skip
-        handles.append(Line2D([], [], color=color, linewidth=2.6, label=variant_name(members)))
+    for ax, (panel, members_of_panel) in zip(axes[0], by_panel.items(), strict=True):
+        handles = []
+        for i, members in enumerate(seed_groups(members_of_panel)):
+            color = colors[i % len(colors)]
+            for key, width, style in ((ERR_TRAIN, 1.0, "--"), (ERR_VAL, 2.6, "-")):
+                points = seed_band(members, key, x)
+                if points:
+                    xs, mean, low, high = (list(c) for c in zip(*points, strict=True))
+                    ax.plot(xs, mean, style, color=color, linewidth=width, marker="." if len(xs) < 20 else None)
+                    if len(members) > 1:  # the seeds' range as a shaded band around their mean
+                        alpha = 0.25 if key == ERR_VAL else 0.12
+                        ax.fill_between(xs, low, high, color=color, alpha=alpha, linewidth=0)
+            handles.append(Line2D([], [], color=color, linewidth=2.6, label=variant_name(members)))
+        ax.add_artist(ax.legend(handles=handles, title="run", loc="upper right", fontsize=9))
+        ax.set_xlabel("iterations (optimizer steps)" if x == "step" else "epochs")
+        ax.set_title(panel or title)
+        ax.grid(True, alpha=0.3)
     styles = [
-        Line2D([], [], color="gray", linewidth=1.0, label="train (thin)"),
+        Line2D([], [], color="gray", linewidth=1.0, linestyle="--", label="train (thin, dashed)"),
         Line2D([], [], color="gray", linewidth=2.6, label="val (bold)"),
-        Line2D([], [], color="gray", marker="o", linestyle="", markeredgecolor="black", label="final test"),
     ]
-    ax.add_artist(ax.legend(handles=handles, title="run", loc="upper right", fontsize=9))
-    ax.legend(handles=styles, loc="lower left", fontsize=9)
-    ax.set_xlabel("iterations (optimizer steps)" if x == "step" else "epochs")
-    ax.set_ylabel("top-1 error (%)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    axes[0][0].legend(handles=styles, loc="lower left", fontsize=9)
+    axes[0][0].set_ylabel("top-1 error (%)")
+    if n > 1:
+        fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -464,15 +483,17 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def write_report(runs: list[Run], out: Path, title: str = "Run comparison", x: str = "step") -> dict[str, Path]:
+def write_report(
+    runs: list[Run], out: Path, title: str = "Run comparison", x: str = "step", panels: str | None = None
+) -> dict[str, Path]:
     """Writes ``report.md``, ``report.html`` (figures inlined) and ``figures/<group>.png`` under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""]
     body_html = [f"<h1>{html.escape(title)}</h1>"]
-    legend = "Top-1 error (%): thin = train, bold = validation, dot = final test."
+    legend = "Top-1 error (%): thin dashed = train, bold = validation; the final test error is in the table."
     for group, members in group_runs(runs).items():
         header, rows = table(members)
-        figure = plot_errors(members, f"{group}: top-1 error", out / "figures" / f"{_slug(group)}.png", x)
+        figure = plot_errors(members, f"{group}: top-1 error", out / "figures" / f"{_slug(group)}.png", x, panels)
         rel = figure.relative_to(out).as_posix()
         warning = environment_warning(members)
         md += [f"## {group}", ""] + ([f"> **{warning}**", ""] if warning else [])
@@ -537,6 +558,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser.add_argument("--out", type=Path, default=Path("reports/latest"), help="output folder (default %(default)s)")
     parser.add_argument("--title", default="Run comparison")
     parser.add_argument("--x", choices=["step", "epoch"], default="step", help="x axis of the curves")
+    parser.add_argument("--panels", help="one panel per value of this run fact, e.g. model/shortcut, model/depth")
     parser.add_argument("--wandb-project", help="read runs from W&B instead: entity/project")
     parser.add_argument("--wandb-group", help="only runs of this W&B group")
     parser.add_argument("--wandb-tag", action="append", default=[], help="only runs with this tag (repeatable)")
@@ -552,7 +574,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             runs = fetch_wandb_runs(args.wandb_project, args.wandb_group, args.wandb_tag, args.wandb_timeout)
         else:
             runs = find_runs(args.runs)
-        outputs = write_report(runs, args.out, args.title, args.x)
+        outputs = write_report(runs, args.out, args.title, args.x, args.panels)
         for group, members in group_runs(runs).items():
             warning = environment_warning(members)
             if warning:

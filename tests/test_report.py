@@ -216,3 +216,6 @@ def test_runs_that_differ_only_in_their_seed_are_one_row_with_their_spread(tmp_p
     paths = report.write_report(runs, tmp_path / "report")
     assert "v (3 seeds)" in paths["markdown"].read_text()
     assert matplotlib.image.imread(next(paths["figures"].glob("*.png"))).ndim == 3
+    # One panel per value of a run fact, side by side at 6.5 in x 120 dpi each (4 run names here).
+    panels = report.plot_errors(runs, "t", tmp_path / "panels.png", panels="run/name")
+    assert matplotlib.image.imread(panels).shape[1] == 4 * 780

@@ -147,8 +147,9 @@ def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> N
     print(f"submitted {len(cmds)} jobs; when they finish: python scripts/report.py runs --out reports/{name}")
 
 
-def main(name: str, title: str, runs: list[Run], args: argparse.Namespace) -> Path | None:
-    """Runs ``runs`` (locally or on SLURM) and writes the report; returns the report folder."""
+def main(name: str, title: str, runs: list[Run], args: argparse.Namespace, panels: str | None = None) -> Path | None:
+    """Runs ``runs`` (locally or on SLURM) and writes the report (one figure panel per value of the run
+    fact ``panels``, x in iterations as in the papers); returns the report folder."""
     if args.seeds > 1:  # seed_everything only: the validation split (data.seed) stays the same
         seeds = range(args.seeds)
         runs = [Run(f"{r.name}-seed{k}", [*r.overrides, f"--seed_everything={k}"]) for r in runs for k in seeds]
@@ -162,8 +163,9 @@ def main(name: str, title: str, runs: list[Run], args: argparse.Namespace) -> Pa
     start = time.perf_counter()
     run_local(cmds, args.jobs, root / "logs")
     print(f"{name}: all runs done in {time.perf_counter() - start:.0f} s", flush=True)
+    report_args = ["--out", str(report), "--title", title, "--x", "step", *(["--panels", panels] if panels else [])]
     subprocess.run(
-        [sys.executable, "scripts/report.py", str(root), "--out", str(report), "--title", title, "--x", "epoch"],
+        [sys.executable, "scripts/report.py", str(root), *report_args],
         cwd=REPO,
         check=True,
     )

@@ -25,4 +25,5 @@ if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS), help="6n+2 depths")
     args = p.parse_args()
-    main("degradation", "Degradation: plain vs residual (ResNet paper Fig. 6)", runs(tuple(args.depths)), args)
+    title = "Degradation: plain vs residual (ResNet paper Fig. 6)"
+    main("degradation", title, runs(tuple(args.depths)), args, panels="model/shortcut")

@@ -35,4 +35,4 @@ if __name__ == "__main__":
     p.add_argument("--bottleneck-depth", type=int, default=164, help="9n+2 (paper: 164); 0 skips it")
     args = p.parse_args()
     title = "Residual-unit orderings (Identity Mappings Fig. 4)"
-    main("units", title, runs(args.basic_depth, args.bottleneck_depth or None), args)
+    main("units", title, runs(args.basic_depth, args.bottleneck_depth or None), args, panels="model/depth")
