@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from src.callbacks import (
     FiniteLoss,
@@ -304,6 +304,11 @@ def main(args: list[str] | None = None) -> ResNetCLI:
     except Preempted as stop:
         finish_wandb()  # before the requeue's SIGTERM can reach W&B's service process
         raise SystemExit(stop.finish()) from None
+    except SIGTERMException:
+        # Lightning's own, for a SIGTERM before Preemption's handlers are in place (the sanity check):
+        # it exits 0, and a scheduler would count the cut-off run a success.
+        print("Stopped by SIGTERM before training started: nothing to save; exiting with 143", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except USER_ERRORS as e:
         # A failure during training is not an input error: keep the traceback. A full disk is the
         # exception: its cause is outside the code, and the message says where.

@@ -93,6 +93,8 @@ class TextProgress(ProgressBar):
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        # The next training line's rate counts training from here, not the validation in between.
+        self._last, self._images = time.perf_counter(), 0
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") and v.numel() == 1}
         values = " ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
         self._write(f"[val]   epoch {trainer.current_epoch} step {trainer.global_step} {values}".rstrip())

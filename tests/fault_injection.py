@@ -32,6 +32,13 @@ class SignalAtStep(Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class SignalAtSanityCheck(Callback):
+    """A real SIGTERM to this process as the sanity check starts: before Preemption's handlers exist."""
+
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class SlowSteps(Callback):
     """Every training step takes at least ``seconds``: training whose length in wall time a test can plan."""
 

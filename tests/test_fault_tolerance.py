@@ -98,6 +98,16 @@ def test_sigterm_checkpoints_at_the_next_step_exits_143_and_the_same_command_res
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 24
 
 
+def test_sigterm_before_training_exits_143_not_0(tmp_path: Path) -> None:
+    # Lightning's own SIGTERM path (its handler is the one in place during the sanity check) exits 0.
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=1)
+    early = '{"class_path": "tests.fault_injection.SignalAtSanityCheck"}'
+    run = cli(tmp_path, "-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={early}")
+    assert run.returncode == 143, run.stderr[-3000:]
+    assert "Stopped by SIGTERM before training started: nothing to save; exiting with 143" in run.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 def metric_rows(path: Path) -> set[tuple[tuple[str, str], ...]]:
     """metrics.csv rows as comparable tuples, without the wall-clock ``perf/*`` columns."""
     with open(path) as f:

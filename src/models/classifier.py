@@ -208,12 +208,13 @@ class ImageClassifier(L.LightningModule):
         if soft_target is None and self.hparams["loss"] == "ce":
             loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         else:
-            target = F.one_hot(y, self.num_classes).to(logits.dtype) if soft_target is None else soft_target
+            # Targets and loss in float32: bf16 would round a smoothed 0.9 to 0.898.
+            target = F.one_hot(y, self.num_classes).float() if soft_target is None else soft_target.float()
             target = target * (1 - smoothing) + smoothing / self.num_classes
             if self.hparams["loss"] == "bce":  # per-class sigmoid, as in "ResNet strikes back"
-                loss = F.binary_cross_entropy_with_logits(logits, target)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), target)
             else:
-                loss = F.cross_entropy(logits, target)
+                loss = F.cross_entropy(logits.float(), target)
         self.stage_metrics(stage).update(logits.detach(), y)
         train = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train)
