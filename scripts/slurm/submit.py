@@ -76,7 +76,11 @@ def sbatch_command(
     tasks = args.ntasks_per_node or args.gpus_per_node
     if tasks:
         cmd.append(f"--ntasks-per-node={tasks}")
-    task_args = [shlex.join(arg for key, value in point for arg in (f"--{key}", value)) for point in points]
+    # A task's line holds its point, then the arguments after `--`: the same order, so the same precedence,
+    # as a single job's command line.
+    task_args = [
+        shlex.join([*(arg for key, value in point for arg in (f"--{key}", value)), *args.cli_args]) for point in points
+    ]
     if array:
         cmd.append(f"--array=0-{len(points) - 1}")
     cmd += args.sbatch_arg or []
@@ -87,8 +91,8 @@ def sbatch_command(
     if group or args.group:
         cmd += ["--wandb.group", args.group or group]
     if not array:
-        cmd += shlex.split(task_args[0])
-    return cmd + args.cli_args, task_args if array else []
+        return cmd + shlex.split(task_args[0]), []
+    return cmd, task_args
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> list[str]:
             args_file = Path(args.log_dir).resolve() / f"{name}-{len(task_args)}tasks-{time.time_ns()}.args"
             args_file.write_text("\n".join(task_args) + "\n")
             env = {**os.environ, "RESNET_ARRAY_ARGS": str(args_file)}
+            # Named explicitly: a site's SBATCH_EXPORT=NONE would otherwise drop it from every task.
+            cmd.insert(cmd.index(str(args.template)), f"--export=ALL,RESNET_ARRAY_ARGS={args_file}")
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         if out.returncode != 0:
             raise SystemExit(f"error: {shlex.join(cmd)}\n{out.stderr.strip()}")
