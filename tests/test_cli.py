@@ -12,7 +12,8 @@ import yaml
 
 from tests.conftest import REPO, run_cli
 
-FRAGMENT_DIRS = {"data", "trainer", "models", "recipes"}  # pieces of a stack, not runnable alone
+# Pieces of a stack, not runnable alone; and W&B sweep definitions (tests/test_sweeps.py).
+FRAGMENT_DIRS = {"data", "trainer", "models", "recipes", "sweeps"}
 EXPERIMENTS = sorted(
     p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS
 )
