@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from src.markdown import markdown_table
+from src.models.checkpoint_fit import flatten
 
 ERR_TRAIN, ERR_VAL, ERR_TEST = "train/err1", "val/err1", "test/err1"
 
@@ -271,22 +272,12 @@ def _scaled(value: Any, factor: float) -> float | None:
 NOT_THE_VARIANT = ("seed_everything", "name", "run_dir", "ckpt_path", "trainer.default_root_dir", "wandb")
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def variant_key(run: Run) -> str:
     """What the run trained: its config without seed, names and paths (its name, without a config)."""
     if not run.config:
         return f"name:{run.name}"
-    flat = {k: v for k, v in _flat(run.config).items() if not k.startswith(NOT_THE_VARIANT)}
-    return json.dumps(flat, sort_keys=True, default=str)
+    flat = {k: v for k, v in flatten(run.config).items() if not k.startswith(NOT_THE_VARIANT)}
+    return json.dumps(flat, sort_keys=True)
 
 
 def seed_groups(runs: list[Run]) -> list[list[Run]]:

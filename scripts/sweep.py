@@ -12,15 +12,11 @@ the machine. The same grid on SLURM: ``scripts/slurm/submit.py --grid`` (a job a
 """
 
 import argparse
-import os
-import queue
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scripts.slurm.submit import expand_grid
+from scripts.experiments.common import run_local
+from scripts.slurm.submit import expand_grid, point_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +25,7 @@ def points(grid: list[str], seeds: int) -> list[tuple[str, list[str]]]:
     """(run name suffix, CLI overrides) per grid point and seed."""
     out = []
     for point in expand_grid(grid):
-        suffix = "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point)
+        suffix = point_name(point)
         args = [f"--{k}={v}" for k, v in point]
         for seed in range(seeds) if seeds > 1 else [None]:
             name = "-".join(p for p in (suffix, None if seed is None else f"seed{seed}") if p)
@@ -54,47 +50,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, str | None]]:
     if args.jobs < 1 or args.seeds < 1:
         raise SystemExit(f"error: --jobs {args.jobs} and --seeds {args.seeds} must be >= 1")
     gpus = [g for g in (args.gpus or "").split(",") if g]
-    if gpus and args.jobs > len(gpus):
-        raise SystemExit(f"error: --jobs {args.jobs} is more than the {len(gpus)} GPUs of --gpus {args.gpus}")
     configs = [a for c in args.config for a in ("-c", c)]
-    runs = []
+    runs = {}
     for suffix, overrides in points(args.grid, args.seeds):
         name = f"{args.name}-{suffix}" if suffix else args.name  # its own runs/<name>/: no version race
-        runs.append((name, [*configs, *overrides, f"--name={name}", f"--wandb.name={name}",
-                            f"--wandb.group={args.name}", *extra]))  # fmt: skip
+        runs[name] = [*configs, *overrides, f"--name={name}", f"--wandb.name={name}", f"--wandb.group={args.name}",
+                      *extra]  # fmt: skip
     if args.dry_run:
-        for name, cmd in runs:
+        for name, cmd in runs.items():
             print(name, " ".join(cmd))
         return []
-    free: queue.Queue[str | None] = queue.Queue()
-    for i in range(args.jobs):
-        free.put(gpus[i] if gpus else None)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-
-    def one(item: tuple[str, list[str]]) -> tuple[str, int, str | None]:
-        name, cmd = item
-        gpu = free.get()  # held until this run ends: no two running jobs share a GPU
-        try:
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-            start = time.perf_counter()
-            print(f"{name}: start" + (f" on GPU {gpu}" if gpu is not None else ""), flush=True)
-            with open(args.log_dir / f"{name}.log", "w") as log:
-                rc = subprocess.call([sys.executable, "-m", "src.cli", "fit", *cmd], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
-            print(f"{name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {time.perf_counter() - start:.0f} s")
-            return name, rc, gpu
-        finally:
-            free.put(gpu)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(one, runs))
-    failed = [name for name, rc, _ in results if rc]
-    if failed:
-        raise SystemExit(f"{len(failed)} run(s) failed ({', '.join(failed)}); logs in {args.log_dir}")
-    return results
+    # From the current directory, as the paths on the command line are meant.
+    return run_local(runs, args.jobs, args.log_dir, gpus, cwd=None)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ def expand_grid(grid: list[str]) -> list[list[tuple[str, str]]]:
     return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
 
 
+def point_name(point: list[tuple[str, str]]) -> str:
+    """``[("model.lr", "0.1"), ("model.weight_decay", "1e-4")]`` -> ``lr0.1-weight_decay1e-4``."""
+    return "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point)
+
+
 def sbatch_command(
     args: argparse.Namespace, config: Path, group: str | None, points: list[list[tuple[str, str]]]
 ) -> tuple[list[str], list[str]]:
@@ -64,7 +69,7 @@ def sbatch_command(
     and is preempted and requeued on its own.
     """
     array = len(points) > 1
-    name = config.stem if array else "-".join([config.stem, *(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in points[0])])
+    name = config.stem if array else "-".join(p for p in (config.stem, point_name(points[0])) if p)
     log = f"{args.log_dir}/%x-%A_%a.out" if array else f"{args.log_dir}/%x-%j.out"
     cmd = ["sbatch", "--parsable", f"--job-name={name}", f"--output={log}"]
     for flag in ("nodes", "cpus_per_task", "time", "partition", "account", "qos"):
