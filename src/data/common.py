@@ -87,9 +87,10 @@ class InMemoryImageDataModule(L.LightningDataModule):
     training images, as the ResNet paper does on CIFAR (padding is the mean).
     ``on_device``: serve batches from a copy of each split on the training device,
     augmented there (no workers; for datasets that fit in device memory).
-    Beyond the paper (training only, DataLoader path): ``auto_augment`` (``randaugment`` with 2 ops
-    at ``randaugment_magnitude``, or ``trivialaugment``) on the uint8 image, and ``random_erasing``
-    (probability per image) after standardising.
+    Beyond the paper (training only): ``auto_augment`` (``randaugment`` with 2 ops at
+    ``randaugment_magnitude``, or ``trivialaugment``) on the uint8 image, and ``random_erasing``
+    (probability per image) after standardising; with ``on_device`` both run batched, each image
+    drawing its own parameters.
     ``batch_size`` is per process; ``global_batch_size`` fixes the total over processes and
     gradient accumulation instead (the paper's 128 on 1 or 2 GPUs alike).
     """
@@ -128,11 +129,6 @@ class InMemoryImageDataModule(L.LightningDataModule):
             raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
         if not 0 <= randaugment_magnitude <= 30:
             raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
-        if on_device and (auto_augment != "none" or random_erasing):
-            raise ValueError(
-                f"auto_augment={auto_augment!r} and random_erasing={random_erasing} run per image in the DataLoader: "
-                "set on_device=false (the batched on-device versions are not written yet)"
-            )
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
+from src.data.batched_augment import BatchedAutoAugment, Policy, batched_random_erasing
+
 
 class Standardize(v2.Transform):
     """``(x - mean) / std`` with broadcastable tensors: per channel ``[C,1,1]`` or per pixel ``[C,H,W]``.
@@ -50,12 +52,18 @@ class PadCropFlipNormalize:
     fill: tuple[float, ...]
     padding: int = 0
     flip: bool = False
-    # Beyond the paper, per image in the DataLoader only: an augmentation policy on the uint8 image
-    # ("randaugment": 2 ops at ``magnitude``; "trivialaugment"), and random erasing with this probability.
+    # Beyond the paper: an augmentation policy on the uint8 image ("randaugment": 2 ops at ``magnitude``;
+    # "trivialaugment"), and random erasing with this probability (torchvision per image in the DataLoader,
+    # ``src/data/batched_augment.py`` on a batch, each image with its own draws).
     policy: str = "none"
     magnitude: int = 9
     erasing: float = 0.0
     fill_tensor: torch.Tensor | None = dataclasses.field(default=None, repr=False)  # ``fill`` as [1, C, 1, 1]
+    batched_policy: BatchedAutoAugment | None = dataclasses.field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policy != "none":  # built once: it caches its op tables per image size and device
+            self.batched_policy = BatchedAutoAugment(cast(Policy, self.policy), num_ops=2, magnitude=self.magnitude)
 
     def to(self, device: torch.device | str) -> "PadCropFlipNormalize":
         """A copy whose statistics live on ``device``. Copying them per batch instead would cost three
@@ -82,13 +90,17 @@ class PadCropFlipNormalize:
         return v2.Compose(ops)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a uint8 batch ``[B, C, H, W]`` where it lives; each image draws its own crop and flip."""
-        if self.policy != "none" or self.erasing:
-            raise NotImplementedError("augmentation policies and random erasing run per image (on_device=false)")
+        """Augment a uint8 batch ``[B, C, H, W]`` where it lives; each image draws its own ops, crop and flip."""
+        if self.batched_policy is not None:
+            x = self.batched_policy(x, generator)
         x = (to_dtype(x, torch.float32, scale=True) - self.mean.to(x.device)) / self.std.to(x.device)  # no-op .to()
+        if self.padding or self.flip:
+            x = self._crop_flip(x, generator)
+        if self.erasing:  # erased pixels become 0: the mean, in standardised units
+            x = batched_random_erasing(x, self.erasing, value=0.0, generator=generator)
+        return x
 
-        if not (self.padding or self.flip):
-            return x
+    def _crop_flip(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         b, c, h, w = x.shape
         p, dev = self.padding, x.device
         if p:  # pad with a per-channel constant (written, not added: bit-identical to v2.RandomCrop)
