@@ -1,41 +1,79 @@
 """Images/s of the two small-dataset loaders: DataLoader + per-image v2 transforms vs ``on_device``.
 
-Both run the same training recipe (4-px pad, random crop, flip, normalisation) on CIFAR-shaped
-uint8 images (random pixels: the loaders' cost does not depend on content) and, when present,
-real Fashion-MNIST. Only the loader is timed, no model. Results are printed and written as Markdown.
+Two recipes, each run by both loaders:
+  * paper: 4-px pad, random crop, flip, normalisation (the ResNet paper's CIFAR recipe);
+  * randaugment: RandAugment (2 ops, magnitude 9), then the paper recipe, then random erasing
+    (p = 0.25), as in configs/recipes/cifar_modern.yaml but with RandAugment, the costlier policy.
+Data: CIFAR-shaped uint8 images (random pixels: the loaders' cost does not depend on content) and,
+when present, real Fashion-MNIST. Only the loader is timed, no model.
+
+The instrument is scripts/bench.py's: every loader keeps its iterator (and workers) between
+measurements; a measurement is a warm-up batch, then a window of about ``--window-s`` seconds;
+repeats are interleaved across loaders; a figure is the median with min-max. The ratio
+on_device / the faster DataLoader is the median of the per-repeat ratios, beside the A/A noise
+floor of on_device measured twice in the same repeats.
 
     python scripts/bench_data.py                      # CPU (and the GPU when there is one)
-    python scripts/bench_data.py --out benchmarks/data.md --images 20480
+    python scripts/bench_data.py --out benchmarks/data.md --repeats 7
 """
 
 import argparse
 import os
+import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from scripts.bench import aa_floor, fmt_stat, interleaved, ratios
 from src.data.common import TensorImageDataset
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
 from src.loggers import cpu_name
+from src.markdown import markdown_table
+
+RECIPES = {
+    "paper": {},
+    "randaugment": {"policy": "randaugment", "magnitude": 9, "erasing": 0.25},
+}
 
 
-def images_per_s(loader: Iterable, images: int, sync: bool) -> float:
-    it = iter(loader)
-    next(it)  # warm-up: worker start, first allocations
-    seen, start = 0, time.perf_counter()
-    while seen < images:
-        try:
-            x, _ = next(it)
-        except StopIteration:
-            it = iter(loader)
-            continue
-        seen += len(x)
-    if sync:
-        torch.cuda.synchronize()
-    return seen / (time.perf_counter() - start)
+class LoaderMeasure:
+    """images/s of one loader over a window of about ``window_s`` seconds, after ``warmup`` batches.
+
+    The iterator (and its workers) persists between calls. Loaders differ in speed by 10x and more,
+    so each sets its own number of batches per window from a short probe on its first call.
+    """
+
+    def __init__(self, loader: Iterable, cuda: bool, window_s: float) -> None:
+        self.loader, self.cuda, self.window_s = loader, cuda, window_s
+        self.it: Iterator | None = None
+        self.steps = 0
+
+    def batch(self) -> torch.Tensor:
+        while True:
+            if self.it is None:
+                self.it = iter(self.loader)
+            try:
+                return next(self.it)[0]
+            except StopIteration:
+                self.it = None
+
+    def __call__(self, warmup: int, _steps: int) -> float:
+        if not self.steps:
+            self.steps = 3
+            self.steps = max(3, round(self.window_s * self(1, 0) / BATCH))
+        for _ in range(warmup):
+            self.batch()
+        seen, start = 0, time.perf_counter()
+        for _ in range(self.steps):
+            seen += len(self.batch())
+        if self.cuda:
+            torch.cuda.synchronize()
+        return seen / (time.perf_counter() - start)
 
 
 def datasets() -> list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, ...]]]:
@@ -52,59 +90,79 @@ def datasets() -> list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, 
     return out
 
 
+BATCH = 128
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/data.md")
-    parser.add_argument("--images", type=int, default=10240, help="images timed per measurement")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--window-s", type=float, default=2.0, help="seconds per timed window")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
+    parser.add_argument("--quick", action="store_true", help="0.3 s windows, 3 repeats (for the tests)")
     args = parser.parse_args()
+    if args.quick:
+        args.window_s, args.repeats = 0.3, 3
     cpus = len(os.sched_getaffinity(0))
-    threads_default = torch.get_num_threads()
-    rows = []
     load = os.getloadavg()[0]
+    start = time.perf_counter()
+    header = ["data", "recipe", "loader", "images/s, median (min-max)", "on_device / DataLoader"]
+    rows: list[list[str]] = []
+    verdicts = []
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for name, images, mean, std in datasets():
-        size = images.shape[-1]
-        recipe = PadCropFlipNormalize(
-            size, torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1),
-            tuple(-m / s for m, s in zip(mean, std, strict=True)), padding=4, flip=True,
-        )  # fmt: skip
         labels = torch.zeros(len(images), dtype=torch.long)
-        dataset = TensorImageDataset(images, labels, recipe.per_image())
-        for workers in sorted({0, max(1, cpus - 1)}):
-            loader = DataLoader(
-                dataset, args.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                persistent_workers=workers > 0,
+        for recipe_name, extra in RECIPES.items():
+            recipe = PadCropFlipNormalize(
+                images.shape[-1], torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1),
+                tuple(-m / s for m, s in zip(mean, std, strict=True)), padding=4, flip=True, **extra,
             )  # fmt: skip
-            rows.append((name, f"DataLoader, {workers} workers", "cpu", images_per_s(loader, args.images, False)))
-            print(rows[-1])
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        for device in devices:
-            fast = DeviceLoader(images, labels, recipe, args.batch_size, device, shuffle=True, drop_last=True)
-            # On a CPU that other processes share, torch's intra-op threads can wait on each other:
-            # time the fast path with torch's default thread count and with one thread.
-            for threads in sorted({threads_default, 1}, reverse=True) if device == "cpu" else [threads_default]:
-                torch.set_num_threads(threads)
-                n = args.images * (10 if device == "cuda" else 1)
-                ips = images_per_s(fast, n, device == "cuda")
-                rows.append((name, f"on_device (DeviceLoader), {threads} torch threads", device, ips))
-                print(rows[-1])
-            torch.set_num_threads(threads_default)
+            dataset = TensorImageDataset(images, labels, recipe.per_image())
+            loaders: dict[str, LoaderMeasure] = {}
+            for workers in sorted({0, max(1, cpus - 1)}):
+                loader = DataLoader(
+                    dataset, BATCH, shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0
+                )
+                loaders[f"DataLoader, {workers} workers"] = LoaderMeasure(loader, False, args.window_s)
+            for device in devices:
+                fast = DeviceLoader(images, labels, recipe, BATCH, device, shuffle=True, drop_last=True)
+                loaders[f"on_device, {device}"] = LoaderMeasure(fast, device == "cuda", args.window_s)
+            loaders["on_device, cpu (A/A)"] = loaders["on_device, cpu"]
+            ips = interleaved(args.repeats, loaders, 1, 0)  # each loader times its own window
+            print(name, recipe_name, {k: [round(v) for v in vs] for k, vs in ips.items()}, flush=True)
+            floor = aa_floor(ips["on_device, cpu"], ips["on_device, cpu (A/A)"])
+            best = max((k for k in ips if k.startswith("DataLoader")), key=lambda k: statistics.median(ips[k]))
+            rs = ratios(ips["on_device, cpu"], ips[best])
+            verdict = (
+                f"{statistics.median(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f}) vs {best.split(', ')[1]}, "
+                f"A/A ±{100 * floor:.1f}%"
+            )
+            verdicts.append((name, recipe_name, statistics.median(rs)))
+            for key, values in ips.items():
+                if key != "on_device, cpu (A/A)":
+                    rows.append([name, recipe_name, key, fmt_stat(values), verdict if key == "on_device, cpu" else ""])
+    wall = time.perf_counter() - start
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Data loader throughput: DataLoader path vs on_device fast path",
         "",
-        f"`python scripts/bench_data.py` (batch {args.batch_size}, pad 4 + crop + flip + normalise, loader only, "
-        f"no model); {cpus} CPU cores ({cpu_name()}), GPU: {gpu}, "
-        f"torch {torch.__version__}; load average before the run {load:.1f} (other processes share the CPU).",
+        f"`python scripts/bench_data.py {' '.join(sys.argv[1:])}` at commit {commit or '?'}, {wall:.0f} s wall "
+        f"(batch {BATCH}, loader only, no model); {cpus} CPU cores ({cpu_name()}), GPU: {gpu}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; load average before the run "
+        f"{load:.1f}. Recipes: `paper` = pad 4 + crop + flip + normalise; `randaugment` = RandAugment(2, 9) "
+        "+ the paper recipe + random erasing (p 0.25), each image with its own draws on both paths. "
+        f"{args.repeats} repeats interleaved, windows of about {args.window_s:g} s; the ratio is the median of "
+        "the per-repeat ratios (min-max) against the faster DataLoader, beside the A/A noise floor (on_device "
+        "measured twice).",
         "",
-        "| data | loader | device | images/s |",
-        "|---|---|---|---:|",
-        *(f"| {d} | {loader} | {dev} | {ips:,.0f} |" for d, loader, dev, ips in rows),
+        markdown_table(header, rows, numeric=[3]),
         "",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines))
-    print(f"wrote {args.out}")
+    print("\n".join(lines))
+    for name, recipe_name, ratio in verdicts:
+        print(f"{name} {recipe_name}: on_device / DataLoader = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The LightningModule: a network, its loss (CE or BCE, batch mixing), top-1/top-5 metrics, optimizer, schedule."""
 
+import importlib.util
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -97,8 +98,9 @@ class ImageClassifier(L.LightningModule):
     (soft targets; with both, each batch picks one); ``loss: bce`` trains with per-class sigmoid
     cross-entropy on the (mixed, smoothed) targets, as the "ResNet strikes back" recipes do.
 
-    Optimizers: ``sgd`` (the papers: ``momentum``, ``nesterov``) or ``adamw`` (``betas``; decoupled
-    weight decay); ``no_weight_decay_bn_bias`` keeps weight decay off BN and biases for either.
+    Optimizers: ``sgd`` (the papers: ``momentum``, ``nesterov``), ``adamw`` (``betas``; decoupled
+    weight decay) or ``lamb`` (timm's LAMB with its defaults, as the "ResNet strikes back" recipes use
+    it; the optional ``lamb`` extra); ``no_weight_decay_bn_bias`` keeps weight decay off BN and biases.
 
     Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
     ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
@@ -113,7 +115,7 @@ class ImageClassifier(L.LightningModule):
         self,
         net: nn.Module,
         lr: float = 0.1,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
+        optimizer: Literal["sgd", "adamw", "lamb"] = "sgd",
         momentum: float = 0.9,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 1e-4,
@@ -152,6 +154,8 @@ class ImageClassifier(L.LightningModule):
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         check_choices(ImageClassifier.__init__, locals())
+        if optimizer == "lamb" and importlib.util.find_spec("timm") is None:
+            raise ValueError("optimizer='lamb' uses timm's LAMB, and timm is not installed: pip install timm")
         if list(milestones) != sorted(milestones):
             raise ValueError(f"milestones={list(milestones)} must be increasing")
         if base_batch_size <= 0:
@@ -312,6 +316,10 @@ class ImageClassifier(L.LightningModule):
         optimizer: torch.optim.Optimizer
         if hp["optimizer"] == "adamw":  # decoupled weight decay (Loshchilov & Hutter); momentum is SGD's
             optimizer = AdamW(self.param_groups(), lr=lr, betas=tuple(hp["betas"]))
+        elif hp["optimizer"] == "lamb":  # layer-wise trust ratio on Adam's update (You et al. 2020)
+            from timm.optim import Lamb  # optional, and slow to import
+
+            optimizer = Lamb(self.param_groups(), lr=lr, betas=tuple(hp["betas"]))
         else:
             optimizer = SGD(self.param_groups(), lr=lr, momentum=hp["momentum"], nesterov=hp["nesterov"])
         total = int(min(self.trainer.estimated_stepping_batches, 2**62))

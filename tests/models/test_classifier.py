@@ -171,6 +171,33 @@ def test_adamw_trains_with_decoupled_weight_decay_off_bn_and_bias(tmp_path) -> N
     assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
 
 
+def test_lamb_is_timms_and_scales_each_decayed_layers_step_to_lr_times_its_norm(tmp_path) -> None:
+    """LAMB's layer-wise trust ratio: a weight-decayed tensor moves by exactly lr x its norm per step."""
+    from timm.optim import Lamb
+
+    data = tiny_data(train_size=32, val_size=32)
+    data.val_set = data.train_set
+    model = ImageClassifier(
+        tiny_net(), optimizer="lamb", lr=2e-2, weight_decay=0.02, no_weight_decay_bn_bias=True, schedule="constant"
+    )
+    t = trainer(tmp_path, max_epochs=15, check_val_every_n_epoch=15)
+    (before,) = t.validate(model, data, verbose=False)
+    t.fit(model, data)
+    (optimizer,) = t.optimizers
+    assert isinstance(optimizer, Lamb) and [g["weight_decay"] for g in optimizer.param_groups] == [0.02, 0.0]
+    assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
+    # One more step by hand: every decayed (conv, linear) tensor moves by lr x its own norm.
+    decayed = optimizer.param_groups[0]["params"]
+    x, y = next(iter(data.train_dataloader()))
+    model.train()
+    optimizer.zero_grad()
+    F.cross_entropy(model.net(x), y).backward()
+    old = [p.detach().clone() for p in decayed]
+    optimizer.step()
+    for p, p0 in zip(decayed, old, strict=True):
+        assert float((p.detach() - p0).norm() / p0.norm()) == pytest.approx(2e-2, rel=1e-4)
+
+
 def _train_step_inputs(
     model: ImageClassifier, x: torch.Tensor, y: torch.Tensor
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
@@ -227,7 +254,7 @@ def test_mixing_and_bce_train_through_the_trainer(tmp_path) -> None:
         ({"milestones": [60, 30]}, "milestones=[60, 30] must be increasing"),
         ({"schedule": "linear"}, "schedule='linear' is not one of multistep, plateau, cosine, constant"),
         ({"lr_scaling": "sqrt"}, "lr_scaling='sqrt' is not one of none, linear"),
-        ({"optimizer": "lamb"}, "optimizer='lamb' is not one of sgd, adamw"),
+        ({"optimizer": "lars"}, "optimizer='lars' is not one of sgd, adamw, lamb"),
         ({"mixup_alpha": -0.2}, "mixup_alpha=-0.2 must be >= 0"),
         ({"loss": "focal"}, "loss='focal' is not one of ce, bce"),
         ({"betas": (0.9, 1.0)}, "betas=[0.9, 1.0] must each be in"),
