@@ -10,7 +10,10 @@ Train (He et al. 2015, Sec. 3.4): the shorter side resized to a random length in
 ("lighting") noise and the per-pixel mean subtracted (``normalize: per_pixel_mean``: the mean 224x224
 image of the training split, computed once and cached) or per-channel normalisation (``per_channel``,
 the torchvision convention, the default); or ``train_crop: random_resized`` for the
-later, common RandomResizedCrop recipe. Eval: resize 256, center 224; ``ten_crop_test`` gives
+later, common RandomResizedCrop recipe. Beyond the paper, for modern recipes ("ResNet strikes back"):
+``train_size`` (train at a lower resolution than the test's ``crop_size``), ``auto_augment``
+(RandAugment or TrivialAugmentWide after the crop and flip) and ``random_erasing`` (after
+normalising). Eval: resize 256, center 224; ``ten_crop_test`` gives
 ``test`` the paper's 10-crop batches ``[B, 10, C, H, W]`` (average the crops' softmax with
 ``src.models.classifier.multi_crop_probs``).
 """
@@ -189,9 +192,13 @@ class ImageNetDataModule(L.LightningDataModule):
         train_crop: Literal["scale", "random_resized"] = "scale",
         scale_range: tuple[int, int] = (256, 480),
         crop_size: int = 224,
+        train_size: int | None = None,
         eval_resize: int = 256,
         lighting_std: float = 0.1,
         color_jitter: float = 0.0,
+        auto_augment: Literal["none", "randaugment", "trivialaugment"] = "none",
+        randaugment_magnitude: int = 9,
+        random_erasing: float = 0.0,
         normalize: Literal["per_channel", "per_pixel_mean"] = "per_channel",
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
@@ -209,12 +216,24 @@ class ImageNetDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_choices(ImageNetDataModule.__init__, locals())
-        if not crop_size <= scale_range[0] <= scale_range[1]:
-            raise ValueError(f"scale_range={list(scale_range)} must be ordered and start at >= crop_size={crop_size}")
+        train_size = train_size or crop_size
+        if not train_size <= scale_range[0] <= scale_range[1]:
+            raise ValueError(
+                f"scale_range={list(scale_range)} must be ordered and start at >= the train crop ({train_size})"
+            )
+        if normalize == "per_pixel_mean" and train_size != crop_size:
+            raise ValueError(
+                f"normalize='per_pixel_mean' subtracts a {crop_size}x{crop_size} mean image, which a train_size="
+                f"{train_size} crop cannot use: set normalize: per_channel or train_size: {crop_size}"
+            )
+        if not 0 <= random_erasing <= 1:
+            raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
+        if not 0 <= randaugment_magnitude <= 30:
+            raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
         if eval_resize < crop_size:
             raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
         for key, value in dict(
-            batch_size=batch_size, crop_size=crop_size, mean_image_samples=mean_image_samples
+            batch_size=batch_size, crop_size=crop_size, train_size=train_size, mean_image_samples=mean_image_samples
         ).items():
             if value <= 0:
                 raise ValueError(f"{key}={value} must be positive")
@@ -226,6 +245,9 @@ class ImageNetDataModule(L.LightningDataModule):
         self.batch_size, self.skip_corrupt, self.ten_crop_test = batch_size, skip_corrupt, ten_crop_test
         self.val_size, self.seed, self.global_batch_size = val_size, seed, global_batch_size
         self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
+        self.train_size = train_size
+        self.auto_augment, self.randaugment_magnitude = auto_augment, randaugment_magnitude
+        self.random_erasing = random_erasing
         self.eval_resize, self.lighting_std, self.color_jitter = eval_resize, lighting_std, color_jitter
         self.mean, self.std = list(mean), list(std)
         self.normalize, self.mean_image_samples = normalize, mean_image_samples
@@ -305,14 +327,22 @@ class ImageNetDataModule(L.LightningDataModule):
             low, high = self.scale_range
             crop: list[v2.Transform] = [
                 v2.RandomShortestSize(list(range(low, high + 1))),
-                v2.RandomCrop(self.crop_size),
+                v2.RandomCrop(self.train_size),
             ]
         else:
-            crop = [v2.RandomResizedCrop(self.crop_size)]
+            crop = [v2.RandomResizedCrop(self.train_size)]
         colour: list[v2.Transform] = [v2.ColorJitter(*(3 * [self.color_jitter]))] if self.color_jitter else []
+        if self.auto_augment == "randaugment":  # on the uint8 crop, as timm's recipes do
+            colour.append(v2.RandAugment(num_ops=2, magnitude=self.randaugment_magnitude))
+        elif self.auto_augment == "trivialaugment":
+            colour.append(v2.TrivialAugmentWide())
         lighting: list[v2.Transform] = [Lighting(self.lighting_std)] if self.lighting_std else []
         to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-        return v2.Compose([*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, self._normalization()])
+        # erased pixels become 0: the mean, once normalised
+        erase: list[v2.Transform] = [v2.RandomErasing(p=self.random_erasing, value=0)] if self.random_erasing else []
+        return v2.Compose(
+            [*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, self._normalization(), *erase]
+        )
 
     def eval_transform(self, ten_crop: bool = False) -> Any:
         if ten_crop:

@@ -271,3 +271,49 @@ def test_per_pixel_mean_is_the_mean_training_crop_cached_once(imagenet_dir: Path
     assert len(list(cached.parent.glob("imagenet-mean-*.pt"))) == 2
     with pytest.raises(ValueError, match=r"mean_image .* has shape \[3, 32, 32\], expected \[3, 24, 24\]"):
         dm(imagenet_dir, normalize="per_pixel_mean", crop_size=24, mean_image=str(cached)).prepare_data()
+
+
+def test_modern_train_transform_trains_small_tests_large_with_randaugment_and_erasing(imagenet_dir: Path) -> None:
+    data = dm(imagenet_dir, train_crop="random_resized", train_size=48, crop_size=64, eval_resize=72,
+              auto_augment="randaugment", randaugment_magnitude=6, random_erasing=1.0, lighting_std=0.0)  # fmt: skip
+    names = [type(t).__name__ for t in data.train_transform().transforms]
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "ToImage", "ToDtype", "Normalize",
+                     "RandomErasing"]  # fmt: skip
+    data.setup("fit")
+    x, _ = next(iter(data.train_dataloader()))
+    assert x.shape == (4, 3, 48, 48)  # trained at train_size
+    assert all((img == 0).all(dim=0).any() for img in x)  # erased (p=1) to 0, the mean once normalised
+    xv, _ = next(iter(data.val_dataloader()))
+    assert xv.shape == (3, 3, 64, 64)  # validated and tested at crop_size
+    with pytest.raises(ValueError, match=r"normalize='per_pixel_mean' subtracts a 64x64 mean image, which a "
+                                         r"train_size=48 crop cannot use"):  # fmt: skip
+        dm(imagenet_dir, normalize="per_pixel_mean", train_size=48, crop_size=64, scale_range=(72, 96), eval_resize=72)
+    with pytest.raises(ValueError, match=r"random_erasing=2.0 must be a probability"):
+        dm(imagenet_dir, random_erasing=2.0)
+    with pytest.raises(ValueError, match=r"auto_augment='augmix' is not one of none, randaugment, trivialaugment"):
+        dm(imagenet_dir, auto_augment="augmix")
+
+
+def test_rsb_a3_recipe_trains_on_imagefolder_files(imagenet_dir: Path, in_tmp: Path) -> None:
+    """configs/recipes/rsb_a3.yaml over r50.yaml: LAMB, BCE, mixing, RandAugment, train 160 / test 224 (scaled down)."""
+    from timm.optim import Lamb
+
+    small = [a for a in SMALL if "crop_size" not in a and "scale_range" not in a and "eval_resize" not in a]
+    cli = run_cli(
+        "fit", "-c", "configs/r50.yaml", "-c", "configs/recipes/rsb_a3.yaml",
+        f"--data.init_args.data_dir={imagenet_dir}", *small,
+        "--data.init_args.train_size=32", "--data.init_args.crop_size=40", "--data.init_args.eval_resize=42",
+        "--model.warmup_steps=1",
+    )  # fmt: skip
+    hp, data = cli.model.hparams, cli.datamodule
+    assert (hp["optimizer"], hp["loss"], hp["mixup_alpha"], hp["cutmix_alpha"], hp["schedule"]) == (
+        "lamb", "bce", 0.1, 1.0, "cosine"
+    )  # fmt: skip
+    assert (hp["lr"], hp["weight_decay"], hp["no_weight_decay_bn_bias"]) == (8e-3, 0.02, True)
+    assert (data.auto_augment, data.randaugment_magnitude, data.train_crop, data.normalize) == (
+        "randaugment", 6, "random_resized", "per_channel"
+    )  # fmt: skip
+    assert isinstance(cli.trainer.optimizers[0], Lamb) and cli.trainer.global_step == 2
+    assert cli.model.net.layer1[0].bn3.weight.abs().max() < 0.05  # zero-initialised last BN, two small steps later
+    ckpt = torch.load(next(in_tmp.glob("runs/r50_rsb_a3/*/checkpoints/last.ckpt")), weights_only=False)
+    assert ckpt["global_step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
