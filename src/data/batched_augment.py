@@ -9,6 +9,7 @@ with the same draws (``tests/data/test_batched_augment.py`` compares them op by 
 """
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -34,6 +35,69 @@ def _inverse_affine(op: str, magnitude: float, height: int, width: int) -> list[
     if op == "Rotate":  # F.rotate passes -angle to the affine matrix
         return _get_inverse_affine_matrix([0.0, 0.0], -magnitude, [0.0, 0.0], 1.0, [0.0, 0.0])
     return [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+# Each follows torchvision's uint8 kernel (transforms/v2/functional/_color.py, _geometry.py) with a
+# per-image parameter ``p[name][i]`` instead of one Python float.
+Kernel = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1)
+
+
+def _blend(x1: torch.Tensor, x2: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """torchvision's ``_blend``: factor * x1 + (1 - factor) * x2, clamped, truncated to uint8."""
+    out = torch.addcmul(x1.float() * _per_image(p["factor"]), x2, _per_image(p["one_minus_factor"]))
+    return out.clamp_(0, 255).to(torch.uint8)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """The float grey image, floored as torchvision does for uint8; a one-channel image as it is."""
+    return F.rgb_to_grayscale(x.float()).floor_() if x.shape[-3] == 3 else x.float()
+
+
+def _geometric(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Shear, translate, rotate: a nearest-neighbour ``grid_sample`` with each image's matrix, fill 0."""
+    b, _, h, w = x.shape
+    base = torch.ones(h, w, 3, device=x.device)
+    base[..., 0] = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=x.device)
+    base[..., 1] = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=x.device).unsqueeze(-1)
+    grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(p["theta"]).view(b, h, w, 2)
+    moved = nnf.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return moved.round_().to(torch.uint8)
+
+
+def _brightness(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return (x.float() * _per_image(p["factor"])).clamp_(0, 255).to(torch.uint8)
+
+
+def _color(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _blend(x, _gray(x), p)
+
+
+def _contrast(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), p)
+
+
+def _sharpness(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """x + (1 - factor) * (smoothed - x) inside a 1-px border, smoothed by torchvision's 3x3 kernel."""
+    c = x.shape[-3]
+    kernel = torch.full((3, 3), 1.0 / 13.0, device=x.device)
+    kernel[1, 1] = 5.0 / 13.0
+    xf = x.float()
+    smooth = xf.clone()
+    smooth[..., 1:-1, 1:-1] = nnf.conv2d(xf, kernel.expand(c, 1, 3, 3), groups=c).round_()
+    return torch.addcmul(xf, smooth - xf, _per_image(p["one_minus_factor"])).clamp_(0, 255).to(torch.uint8)
+
+
+def _posterize(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Keep the top ``bits`` bits: x & (256 - 2^(8 - bits))."""
+    return x & (256 - torch.pow(2.0, 8 - _per_image(p["magnitude"]))).to(torch.uint8)
+
+
+def _solarize(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.where(x.float() >= _per_image(p["threshold"]), 255 - x, x)
 
 
 class BatchedAutoAugment:
@@ -103,54 +167,49 @@ class BatchedAutoAugment:
             x = self.apply(x, op, bin_, sign)
         return x
 
-    def apply(self, x: torch.Tensor, op: torch.Tensor, bin_: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-        """One round: image i gets op ``self.ops[op[i]]`` at magnitude bin ``bin_[i]``, negated if ``sign[i]``."""
+    def apply(
+        self, x: torch.Tensor, op: torch.Tensor, bin_: torch.Tensor, sign: torch.Tensor, subsets: bool | None = None
+    ) -> torch.Tensor:
+        """One round: image i gets op ``self.ops[op[i]]`` at magnitude bin ``bin_[i]``, negated if ``sign[i]``.
+
+        ``subsets`` (default: on CPU) transforms only the images that drew each op, which needs the op
+        counts on the host; on an accelerator that would be a sync per op, so there each op transforms
+        the whole batch and is kept where drawn (``torch.where``). Both give the same images.
+        """
         b, c, h, w = x.shape
         t = self.tables(h, w, x.device)
         at = (op, bin_, sign)
+        params = {k: t[k][at] for k in ("factor", "one_minus_factor", "magnitude", "threshold", "theta")}
+        subsets = x.device.type == "cpu" if subsets is None else subsets
+        out = x.clone()
+        for names, kernel in self._kernels(c, h, w):
+            drawn = torch.zeros_like(op, dtype=torch.bool)
+            for name in names:
+                drawn |= op == self.ops.index(name)
+            if subsets:
+                idx = drawn.nonzero().squeeze(1)
+                if len(idx):
+                    out[idx] = kernel(x[idx], {k: v[idx] for k, v in params.items()})
+            else:
+                out = torch.where(drawn.view(b, 1, 1, 1), kernel(x, params), out)
+        return out
 
-        def per_image(name: str) -> torch.Tensor:
-            return t[name][at].view(b, 1, 1, 1)
-
-        def chosen(name: str) -> torch.Tensor:
-            return (op == self.ops.index(name)).view(b, 1, 1, 1)
-
-        def blend(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # torchvision's _blend, uint8 kernel
-            out = torch.addcmul(x1.float() * per_image("factor"), x2, per_image("one_minus_factor"))
-            return out.clamp_(0, 255).to(torch.uint8)
-
-        # Geometric ops: one nearest-neighbour grid_sample with each image's matrix, fill 0 (black).
-        base = torch.ones(h, w, 3, device=x.device)
-        base[..., 0] = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=x.device)
-        base[..., 1] = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=x.device).unsqueeze(-1)
-        grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(t["theta"][at]).view(b, h, w, 2)
-        moved = nnf.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        geometric = torch.zeros_like(op, dtype=torch.bool)
-        for name in GEOMETRIC:
-            geometric |= op == self.ops.index(name)
-        out = torch.where(geometric.view(b, 1, 1, 1), moved.round_().to(torch.uint8), x)
-
-        # Colour ops, each as torchvision's uint8 kernel with a per-image factor.
-        xf = x.float()
-        gray = F.rgb_to_grayscale(xf).floor_() if c == 3 else xf  # float grey, floored as for uint8
-        brighter = (xf * per_image("factor")).clamp_(0, 255).to(torch.uint8)
-        out = torch.where(chosen("Brightness"), brighter, out)
+    def _kernels(self, c: int, h: int, w: int) -> list[tuple[tuple[str, ...], Kernel]]:
+        """(ops, kernel) pairs; a kernel maps uint8 images and their per-image parameters to uint8 images."""
+        kernels: list[tuple[tuple[str, ...], Kernel]] = [
+            (GEOMETRIC, _geometric),
+            (("Brightness",), _brightness),
+            (("Contrast",), _contrast),
+            (("Posterize",), _posterize),
+            (("Solarize",), _solarize),
+            (("AutoContrast",), lambda x, p: F.autocontrast(x)),  # per image and channel already
+            (("Equalize",), lambda x, p: F.equalize(x)),
+        ]
         if c == 3:  # adjust_saturation leaves a one-channel image as it is
-            out = torch.where(chosen("Color"), blend(x, gray), out)
-        out = torch.where(chosen("Contrast"), blend(x, gray.mean(dim=(-3, -2, -1), keepdim=True)), out)
-        if h > 2 and w > 2:  # adjust_sharpness: x + (1 - factor) * (smoothed - x) inside a 1-px border
-            kernel = torch.full((3, 3), 1.0 / 13.0, device=x.device)
-            kernel[1, 1] = 5.0 / 13.0
-            smooth = xf.clone()
-            smooth[..., 1:-1, 1:-1] = nnf.conv2d(xf, kernel.expand(c, 1, 3, 3), groups=c).round_()
-            sharper = torch.addcmul(xf, smooth - xf, per_image("one_minus_factor"))
-            out = torch.where(chosen("Sharpness"), sharper.clamp_(0, 255).to(torch.uint8), out)
-        # Posterize keeps the top `bits` bits: x & (256 - 2^(8 - bits))
-        mask = (256 - torch.pow(2.0, 8 - per_image("magnitude"))).to(torch.uint8)
-        out = torch.where(chosen("Posterize"), x & mask, out)
-        out = torch.where(chosen("Solarize") & (xf >= per_image("threshold")), 255 - x, out)
-        out = torch.where(chosen("AutoContrast"), F.autocontrast(x), out)  # per image and channel already
-        return torch.where(chosen("Equalize"), F.equalize(x), out)
+            kernels.append((("Color",), _color))
+        if h > 2 and w > 2:  # adjust_sharpness leaves images of 2 px or less as they are
+            kernels.append((("Sharpness",), _sharpness))
+        return kernels
 
 
 def batched_random_erasing(

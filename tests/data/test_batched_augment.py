@@ -57,6 +57,20 @@ def test_every_op_reproduces_torchvisions_uint8_kernel_per_image(policy: str, ch
 
 
 @pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_the_sync_free_whole_batch_path_gives_the_same_images_as_the_subset_path(policy: str) -> None:
+    """On an accelerator every op transforms the whole batch and torch.where keeps the drawn ones."""
+    aug = BatchedAutoAugment(policy)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8, generator=g)
+    x[:64] = scene(3, 32)
+    op = torch.randint(0, len(aug.ops), (256,), generator=g)
+    bin_, sign = torch.randint(0, 31, (256,), generator=g), torch.randint(0, 2, (256,), generator=g)
+    subsets = aug.apply(x, op, bin_, sign, subsets=True)
+    assert torch.equal(subsets, aug.apply(x, op, bin_, sign, subsets=False))
+    assert (subsets != x).flatten(1).any(dim=1).float().mean() > 0.7  # most images changed
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
 def test_images_of_one_batch_draw_their_own_ops_in_torchvisions_distribution(policy: str) -> None:
     n, image = 1500, scene(3, 32)
     batch = image.expand(n, -1, -1, -1).contiguous()
