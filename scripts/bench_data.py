@@ -73,7 +73,11 @@ class LoaderMeasure:
             seen += len(self.batch())
         if self.cuda:
             torch.cuda.synchronize()
-        return seen / (time.perf_counter() - start)
+        ips = seen / (time.perf_counter() - start)
+        workers = getattr(self.loader, "num_workers", 0)
+        if workers:  # its workers go on filling the prefetch queue: let them finish before the next window
+            time.sleep(2 * workers * BATCH / ips + 0.1)  # prefetch_factor 2 batches per worker
+        return ips
 
 
 def datasets() -> list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, ...]]]:
@@ -99,7 +103,12 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=2.0, help="seconds per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
     parser.add_argument("--quick", action="store_true", help="0.3 s windows, 3 repeats (for the tests)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: steadier on a small shared CPU, and one core per DataLoader worker too)",
+    )  # fmt: skip
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.window_s, args.repeats = 0.3, 3
     cpus = len(os.sched_getaffinity(0))
