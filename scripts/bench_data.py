@@ -25,17 +25,18 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from scripts.bench import aa_floor, fmt_stat, interleaved, ratios
+from scripts.bench import Measure, aa_floor, fmt_stat, interleaved, ratios
 from src.data.common import TensorImageDataset
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
 from src.loggers import cpu_name
 from src.markdown import markdown_table
 
-RECIPES = {
+RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     "randaugment": {"policy": "randaugment", "magnitude": 9, "erasing": 0.25},
 }
@@ -83,7 +84,9 @@ class LoaderMeasure:
 def datasets() -> list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, ...]]]:
     g = torch.Generator().manual_seed(0)
     cifar = torch.randint(0, 256, (10000, 3, 32, 32), dtype=torch.uint8, generator=g)
-    out = [("CIFAR-shaped 3x32x32", cifar, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))]
+    out: list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, ...]]] = [
+        ("CIFAR-shaped 3x32x32", cifar, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    ]
     try:
         from src.data.fashion_mnist import FashionMNISTDataModule
 
@@ -126,7 +129,7 @@ def main() -> None:
                 tuple(-m / s for m, s in zip(mean, std, strict=True)), padding=4, flip=True, **extra,
             )  # fmt: skip
             dataset = TensorImageDataset(images, labels, recipe.per_image())
-            loaders: dict[str, LoaderMeasure] = {}
+            loaders: dict[str, Measure] = {}
             for workers in sorted({0, max(1, cpus - 1)}):
                 loader = DataLoader(
                     dataset, BATCH, shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0

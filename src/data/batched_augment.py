@@ -93,7 +93,8 @@ def _sharpness(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _posterize(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Keep the top ``bits`` bits: x & (256 - 2^(8 - bits))."""
-    return x & (256 - torch.pow(2.0, 8 - _per_image(p["magnitude"]))).to(torch.uint8)
+    # clamped: in the whole-batch path images that drew another op carry other magnitudes
+    return x & (256 - torch.pow(2.0, 8 - _per_image(p["magnitude"]))).clamp_(0, 255).to(torch.uint8)
 
 
 def _solarize(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -104,9 +105,9 @@ class BatchedAutoAugment:
     """``v2.RandAugment(num_ops, magnitude)`` or ``v2.TrivialAugmentWide()`` on a uint8 batch ``[B, C, H, W]``.
 
     Per image and per round: an op uniformly from torchvision's table, its magnitude (RandAugment: the
-    fixed bin ``magnitude``; TrivialAugment: a uniform bin of 31) and, for signed ops, a sign. Geometric
-    ops share one ``grid_sample`` per round (images drawing another op get the identity matrix); every
-    other op is computed for the batch and kept where drawn.
+    fixed bin ``magnitude``; TrivialAugment: a uniform bin of 31) and, for signed ops, a sign. The five
+    geometric ops share one ``grid_sample`` (each image its own matrix); each op then transforms the
+    images that drew it (see ``apply``).
     """
 
     num_bins = 31
@@ -118,9 +119,9 @@ class BatchedAutoAugment:
             raise ValueError(f"magnitude={magnitude} must be in [0, {self.num_bins})")
         self.policy, self.magnitude = policy, magnitude
         self.num_ops = num_ops if policy == "randaugment" else 1
-        source = v2.RandAugment if policy == "randaugment" else v2.TrivialAugmentWide
-        self.space = source._AUGMENTATION_SPACE
-        self.ops = tuple(self.space)
+        # The class, not its table of lambdas, so that a loader holding this still pickles.
+        self.source = v2.RandAugment if policy == "randaugment" else v2.TrivialAugmentWide
+        self.ops = tuple(self.source._AUGMENTATION_SPACE)
         self._tables: dict[tuple[int, int, torch.device], dict[str, torch.Tensor]] = {}
 
     def tables(self, height: int, width: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -135,7 +136,7 @@ class BatchedAutoAugment:
             magnitude = torch.zeros(n_ops, n_bins, 2, dtype=torch.float64)
             theta = torch.zeros(n_ops, n_bins, 2, 2, 3, dtype=torch.float64)
             for k, op in enumerate(self.ops):
-                magnitudes_fn, signed = self.space[op]
+                magnitudes_fn, signed = self.source._AUGMENTATION_SPACE[op]
                 values = magnitudes_fn(n_bins, height, width)
                 for b in range(n_bins):
                     m = 0.0 if values is None else float(values[b])

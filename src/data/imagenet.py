@@ -216,7 +216,7 @@ class ImageNetDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_choices(ImageNetDataModule.__init__, locals())
-        train_size = train_size or crop_size
+        train_size = crop_size if train_size is None else train_size
         if not train_size <= scale_range[0] <= scale_range[1]:
             raise ValueError(
                 f"scale_range={list(scale_range)} must be ordered and start at >= the train crop ({train_size})"

@@ -34,10 +34,10 @@ def test_every_op_reproduces_torchvisions_uint8_kernel_per_image(policy: str, ch
     """Image i with op k, bin b and sign s comes out as torchvision makes it from the same draws."""
     aug, ref = BatchedAutoAugment(policy), REFERENCE[policy]()  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 256, (24, channels, size, size), dtype=torch.uint8, generator=g)
-    x[:8] = scene(channels, size)
-    x[8:16] = (x[8:16] // 3 + 60).to(torch.uint8)  # a narrow range, which AutoContrast and Equalize stretch
-    bins = range(0, 31, 3) if policy == "trivialaugment" else [aug.magnitude]
+    x = torch.randint(0, 256, (12, channels, size, size), dtype=torch.uint8, generator=g)
+    x[:4] = scene(channels, size)
+    x[4:8] = (x[4:8] // 3 + 60).to(torch.uint8)  # a narrow range, which AutoContrast and Equalize stretch
+    bins = range(31)  # RandAugment's magnitude is a config key: every bin, as TrivialAugment's
     for k, name in enumerate(aug.ops):
         magnitudes_fn, signed = ref._AUGMENTATION_SPACE[name]
         values = magnitudes_fn(31, size, size)
@@ -129,6 +129,14 @@ def test_on_device_policy_and_erasing_train_with_per_image_draws(cifar10_dir: Pa
     out = loader.augment(one, torch.Generator().manual_seed(0))
     assert len({o.sum().item() for o in out}) == 16
     assert all((o == 0).all(dim=0).any() for o in out)  # erased (p=1) to 0, the mean in standardised units
+    # The policy itself is wired in: without erasing, crops and flips of one image leave its pixel
+    # multiset unchanged up to the padding; RandAugment's colour ops change the values themselves.
+    policy_only = CIFAR10DataModule(**kwargs, on_device=True, auto_augment="randaugment", padding=0)
+    policy_only.setup("fit")
+    augmented = policy_only.recipe(train=True)(one, torch.Generator().manual_seed(0))
+    plain_once = policy_only.recipe(train=False)(one[:1])[0]
+    changed = [not torch.equal(a.flatten().sort().values, plain_once.flatten().sort().values) for a in augmented]
+    assert sum(changed) >= 12  # 2 ops of 14 per image: most images get a value-changing op
     x0 = next(iter(loader))[0]
     assert torch.equal(x0, next(iter(loader))[0])  # seeded by (seed, epoch, rank): a resume replays it
     for a, b in zip(dm.val_dataloader(), plain.val_dataloader(), strict=True):  # validation is not augmented
