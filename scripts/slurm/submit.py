@@ -93,8 +93,9 @@ def sbatch_command(
     for base in args.base or []:
         cmd += ["-c", base]
     cmd += ["-c", str(config)]
-    if group or args.group:
-        cmd += ["--wandb.group", args.group or group]
+    wandb_group = args.group or group
+    if wandb_group:
+        cmd += ["--wandb.group", str(wandb_group)]
     if not array:
         return cmd + shlex.split(task_args[0]), []
     return cmd, task_args
