@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/data.md")
     parser.add_argument("--window-s", type=float, default=2.0, help="seconds per timed window")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats")
-    parser.add_argument("--quick", action="store_true", help="0.3 s windows, 3 repeats (for the tests)")
+    parser.add_argument("--quick", action="store_true", help="0.2 s windows, 2 repeats (for the tests)")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="torch CPU threads (default 1: steadier on a small shared CPU, and one core per DataLoader worker too)",
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
-        args.window_s, args.repeats = 0.3, 3
+        args.window_s, args.repeats = 0.2, 2
     cpus = len(os.sched_getaffinity(0))
     load = os.getloadavg()[0]
     start = time.perf_counter()
