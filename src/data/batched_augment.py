@@ -101,6 +101,24 @@ def _solarize(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.where(x.float() >= _per_image(p["threshold"]), 255 - x, x)
 
 
+def check_augmentation(random_erasing: float, randaugment_magnitude: int) -> None:
+    """The augmentation keys every image DataModule takes, checked before training; errors name the key."""
+    if not 0 <= random_erasing <= 1:
+        raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
+    if not 0 <= randaugment_magnitude <= 30:
+        raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
+
+
+def per_image_policy(policy: str, magnitude: int) -> list[v2.Transform]:
+    """torchvision's per-image transform for ``policy`` (the DataLoader paths): the twin of
+    ``BatchedAutoAugment``, on one uint8 image; none for ``"none"``."""
+    if policy == "randaugment":
+        return [v2.RandAugment(num_ops=2, magnitude=magnitude)]
+    if policy == "trivialaugment":
+        return [v2.TrivialAugmentWide()]
+    return []
+
+
 class BatchedAutoAugment:
     """``v2.RandAugment(num_ops, magnitude)`` or ``v2.TrivialAugmentWide()`` on a uint8 batch ``[B, C, H, W]``.
 

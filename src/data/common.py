@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from src.choices import check_choices
+from src.data.batched_augment import check_augmentation
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
 
 
@@ -125,10 +126,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         if padding < 0:
             raise ValueError(f"padding={padding} must be >= 0")
         check_choices(InMemoryImageDataModule.__init__, locals())
-        if not 0 <= random_erasing <= 1:
-            raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
-        if not 0 <= randaugment_magnitude <= 30:
-            raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
+        check_augmentation(random_erasing, randaugment_magnitude)
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed

@@ -36,6 +36,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from src.choices import check_choices
+from src.data.batched_augment import check_augmentation, per_image_policy
 from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
 
 log = logging.getLogger(__name__)
@@ -226,10 +227,7 @@ class ImageNetDataModule(L.LightningDataModule):
                 f"normalize='per_pixel_mean' subtracts a {crop_size}x{crop_size} mean image, which a train_size="
                 f"{train_size} crop cannot use: set normalize: per_channel or train_size: {crop_size}"
             )
-        if not 0 <= random_erasing <= 1:
-            raise ValueError(f"random_erasing={random_erasing} must be a probability in [0, 1]")
-        if not 0 <= randaugment_magnitude <= 30:
-            raise ValueError(f"randaugment_magnitude={randaugment_magnitude} must be in [0, 30]")
+        check_augmentation(random_erasing, randaugment_magnitude)
         if eval_resize < crop_size:
             raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
         for key, value in dict(
@@ -332,10 +330,7 @@ class ImageNetDataModule(L.LightningDataModule):
         else:
             crop = [v2.RandomResizedCrop(self.train_size)]
         colour: list[v2.Transform] = [v2.ColorJitter(*(3 * [self.color_jitter]))] if self.color_jitter else []
-        if self.auto_augment == "randaugment":  # on the uint8 crop, as timm's recipes do
-            colour.append(v2.RandAugment(num_ops=2, magnitude=self.randaugment_magnitude))
-        elif self.auto_augment == "trivialaugment":
-            colour.append(v2.TrivialAugmentWide())
+        colour += per_image_policy(self.auto_augment, self.randaugment_magnitude)  # on the uint8 crop, as in timm
         lighting: list[v2.Transform] = [Lighting(self.lighting_std)] if self.lighting_std else []
         to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
         # erased pixels become 0: the mean, once normalised

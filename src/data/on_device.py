@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
-from src.data.batched_augment import BatchedAutoAugment, Policy, batched_random_erasing
+from src.data.batched_augment import BatchedAutoAugment, Policy, batched_random_erasing, per_image_policy
 
 
 class Standardize(v2.Transform):
@@ -75,11 +75,7 @@ class PadCropFlipNormalize:
 
     def per_image(self) -> v2.Compose:
         """The torchvision v2 twin of ``__call__``, applied to one ``[C, H, W]`` uint8 image at a time."""
-        ops: list[v2.Transform] = []
-        if self.policy == "randaugment":
-            ops.append(v2.RandAugment(num_ops=2, magnitude=self.magnitude))
-        elif self.policy == "trivialaugment":
-            ops.append(v2.TrivialAugmentWide())
+        ops = per_image_policy(self.policy, self.magnitude)
         ops += [v2.ToDtype(torch.float32, scale=True), Standardize(self.mean, self.std)]
         if self.padding:
             ops.append(v2.RandomCrop(self.size, padding=self.padding, fill=list(self.fill)))
