@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts.experiments.common import run_local
+from scripts.experiments.common import Run, run_local, with_seeds
 from scripts.slurm.submit import expand_grid, point_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,14 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def points(grid: list[str], seeds: int) -> list[tuple[str, list[str]]]:
     """(run name suffix, CLI overrides) per grid point and seed."""
-    out = []
-    for point in expand_grid(grid):
-        suffix = point_name(point)
-        args = [f"--{k}={v}" for k, v in point]
-        for seed in range(seeds) if seeds > 1 else [None]:
-            name = "-".join(p for p in (suffix, None if seed is None else f"seed{seed}") if p)
-            out.append((name, args + ([] if seed is None else [f"--seed_everything={seed}"])))
-    return out
+    runs = [Run(point_name(point), [f"--{k}={v}" for k, v in point]) for point in expand_grid(grid)]
+    return [(run.name, run.overrides) for run in with_seeds(runs, seeds)]
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, int, str | None]]:

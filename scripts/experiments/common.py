@@ -35,6 +35,20 @@ class Run:
     overrides: list[str] = field(default_factory=list)
 
 
+def with_seeds(runs: list[Run], seeds: int) -> list[Run]:
+    """Each run ``seeds`` times as ``<name>-seed<k>`` with ``seed_everything`` k (unchanged for one seed).
+
+    seed_everything only: the validation split (``data.seed``) stays the same, so seeds compare alike.
+    """
+    if seeds <= 1:
+        return runs
+    return [
+        Run("-".join(p for p in (r.name, f"seed{k}") if p), [*r.overrides, f"--seed_everything={k}"])
+        for r in runs
+        for k in range(seeds)
+    ]
+
+
 def net_args(**init_args: object) -> list[str]:
     """``--model.net.init_args.KEY=VALUE`` overrides (lists in YAML flow syntax)."""
     out = []
@@ -168,9 +182,7 @@ def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> N
 def main(name: str, title: str, runs: list[Run], args: argparse.Namespace, panels: str | None = None) -> Path | None:
     """Runs ``runs`` (locally or on SLURM) and writes the report (one figure panel per value of the run
     fact ``panels``, x in iterations as in the papers); returns the report folder."""
-    if args.seeds > 1:  # seed_everything only: the validation split (data.seed) stays the same
-        seeds = range(args.seeds)
-        runs = [Run(f"{r.name}-seed{k}", [*r.overrides, f"--seed_everything={k}"]) for r in runs for k in seeds]
+    runs = with_seeds(runs, args.seeds)
     root = (args.out or REPO / "runs" / "experiments" / name).resolve()
     report = (args.report or REPO / "reports" / name).resolve()
     cmds = {run.name: command(run, name, args, root) for run in runs}
