@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.run import slurm_job_tag
+from src.signals import take_held_signals
 
 
 class FiniteLoss(Callback):
@@ -195,39 +196,6 @@ class ResumeState(Callback):
 # Set by scripts/slurm/train.sbatch: after SIGUSR1, write the log's last line there and let the batch
 # script requeue once the job step has ended (see Preempted.finish).
 REQUEUE_FILE = "RESNET_REQUEUE_FILE"
-_HELD: list[signal.Signals] = []  # SIGUSR1/SIGTERM that came while the process was starting
-_HOLDING = {"on": False}
-
-
-def hold_preemption_signals(signums: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
-    """Until training starts, remember SIGUSR1/SIGTERM instead of dying of them (``src.cli.main``, ``fit``).
-
-    Imports, data setup and the DDP rendezvous take seconds to minutes, and Slurm's warning signal may
-    come at any time (it checks time limits every 30 s). USR1's default action kills the process, and
-    the job is then lost without a requeue. :class:`Preemption` acts on a held signal after the first
-    step. Once it has taken them (training ran), a late SIGUSR1 is ignored: the training is over, and a
-    requeue would only repeat the test after it. A late SIGTERM does what it does by default.
-    """
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if _HOLDING["on"]:
-            _HELD.append(signal.Signals(signum))
-        elif signum == signal.SIGUSR1:
-            print("Received SIGUSR1 after training ended: ignored (nothing left to checkpoint or requeue)", flush=True)
-        else:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-
-    _HOLDING["on"] = True
-    _HELD.clear()
-    for signum in signums:
-        signal.signal(signum, hold)
-
-
-def take_held_signals() -> list[signal.Signals]:
-    _HOLDING["on"] = False
-    held, _HELD[:] = list(_HELD), []
-    return held
 
 
 class Preempted(SIGTERMException):

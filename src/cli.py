@@ -8,10 +8,18 @@ every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's 
 ``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
 """
 
-import copy
-import itertools
 import signal
 import sys
+
+from src.signals import hold_preemption_signals, take_held_signals
+
+if __name__ == "__main__" and sys.argv[1:2] == ["fit"]:
+    # Before the imports below: on a loaded node they take tens of seconds, and Slurm's SIGUSR1 arriving
+    # meanwhile would kill the process (its default action), and the job with it, without a requeue.
+    hold_preemption_signals()
+
+import copy
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +38,6 @@ from src.callbacks import (
     Preemption,
     ResumeState,
     StartGuard,
-    hold_preemption_signals,
-    take_held_signals,
 )
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name

@@ -318,7 +318,8 @@ def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone
     preempted = assert_clean_segments(log, job)
     print(f"warned: segments ended at {preempted}, then step {TIME_LIMIT_STEPS['warned']}")
     assert int(state["Restarts"]) >= 2 and len(preempted) == int(state["Restarts"]), log  # >= 3 segments
-    # USR1 reaches the training unless it comes before the job step starts: then the hard limit's SIGTERM.
+    # USR1 reaches the training (held while it imports) unless it comes before the job step starts: then the
+    # hard limit's SIGTERM.
     assert any(sig == "SIGUSR1" for sig, _, _ in preempted), log
     assert_exact_resumes(workdir / "runs" / "warned" / f"slurm-{job}", log, job, TIME_LIMIT_STEPS["warned"], preempted)
 
