@@ -269,6 +269,7 @@ TIME_LIMIT_JOBS = {"warned": ("--time=1", "--signal=USR1@40"), "hard": ("--time=
 # Steps of 1 s under 2 minutes: >= 2 segments for 150 steps, the last well inside its limit.
 TIME_LIMIT_STEPS = {"warned": 60, "hard": 150}
 STEP_SECONDS = {"warned": 2.0, "hard": 1.0}
+JOB_WAIT_S = 1500
 
 
 @pytest.mark.slurm_background
@@ -291,7 +292,10 @@ def finished_time_limit_job(cluster2: SlurmCluster, name: str) -> tuple[str, Pat
     if name not in BACKGROUND.jobs:
         pytest.fail("test_background_jobs_start did not submit the job (it runs first)")
     job, workdir, submitted = BACKGROUND.jobs[name]
-    state = cluster2.wait_job(job, timeout=900)
+    # Each segment pays the imports again (~20 s on a loaded 2-core machine, where "warned" trains only
+    # ~6 of its 60 steps per 1-minute segment): allow 25 minutes from submission, which costs nothing when
+    # the job is done sooner.
+    state = cluster2.wait_job(job, timeout=max(60.0, submitted + JOB_WAIT_S - time.monotonic()))
     log = job_log(workdir / "logs" / f"{name}-{job}.out")
     print(f"{name}: job {job} took {time.monotonic() - submitted:.0f} s from submission, {state['Restarts']} requeues")
     assert state["JobState"] == "COMPLETED" and state["ExitCode"] == "0:0", f"{state}\n{log}"
@@ -313,6 +317,7 @@ def assert_exact_resumes(
         assert len(values) == 1 and math.isclose(values[0], 0.05 * factor(k), rel_tol=1e-6), (k, values)
 
 
+@pytest.mark.timeout(JOB_WAIT_S)
 def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone(cluster2: SlurmCluster) -> None:
     job, workdir, log, state = finished_time_limit_job(cluster2, "warned")
     preempted = assert_clean_segments(log, job)
@@ -324,6 +329,7 @@ def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone
     assert_exact_resumes(workdir / "runs" / "warned" / f"slurm-{job}", log, job, TIME_LIMIT_STEPS["warned"], preempted)
 
 
+@pytest.mark.timeout(JOB_WAIT_S)
 def test_hard_time_limit_sigterm_checkpoints_and_requeues(cluster2: SlurmCluster) -> None:
     # Lightning alone saves nothing on SIGTERM and never requeues: a job that misses USR1 was lost.
     job, workdir, log, state = finished_time_limit_job(cluster2, "hard")
