@@ -953,6 +953,7 @@ def run(args: argparse.Namespace) -> None:
     stages = QUICK_STAGES if args.quick else GPU_STAGES
     if args.only:
         stages = [s for s in stages if s.name in args.only]
+    args.budget = args.budget or (840.0 if args.quick else 480.0)  # the quick boxes fit a slow 2-core machine
     end = t_start + args.budget
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True)
@@ -1025,7 +1026,7 @@ def main() -> None:
     pr = sub.add_parser("run", help="there: the time-boxed stages; results into --out")
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--work", type=Path, help="scratch folder (default: <out>-work)")
-    pr.add_argument("--budget", type=float, default=480, help="seconds for all stages (default 480)")
+    pr.add_argument("--budget", type=float, help="seconds for all stages (default 480; 840 with --quick)")
     pr.add_argument("--quick", action="store_true", help="CPU, tiny sizes, every stage (the test suite)")
     pr.add_argument("--travel", type=Path, default=TRAVEL)
     pr.add_argument("--data-dir", type=Path, help="Fashion-MNIST idx files (default: .travel/ or Debian's)")

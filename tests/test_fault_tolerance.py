@@ -5,7 +5,6 @@ import contextlib
 import csv
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -109,30 +108,45 @@ def test_sigterm_before_training_exits_143_not_0(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
+# Put on the child's PYTHONPATH: its first `import torch` waits until the test has sent its signal.
+IMPORT_GATE = """\
+import os, sys, time
+class Gate:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            open(os.environ["GATE"] + ".waiting", "w").close()
+            while not os.path.exists(os.environ["GATE"]):
+                time.sleep(0.01)
+sys.meta_path.insert(0, Gate())
+"""
+
+
 def test_sigusr1_while_torch_is_still_importing_is_held_and_acted_on_after_the_first_step(tmp_path: Path) -> None:
     # On a loaded node the imports take tens of seconds, and Slurm's warning signal may come meanwhile: it
-    # killed a job in CI (exit 138 = 128 + SIGUSR1), lost without a requeue. Sent here as soon as the
-    # process catches USR1, while torch is provably not loaded yet.
+    # killed a job in CI (exit 138 = 128 + SIGUSR1), lost without a requeue. Sent here while the process
+    # stands at its first `import torch`.
     config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=1)
+    (tmp_path / "gate").mkdir()
+    (tmp_path / "gate" / "sitecustomize.py").write_text(IMPORT_GATE)
+    gate = tmp_path / "open"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=f"{tmp_path / 'gate'}:{REPO}", GATE=str(gate), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "src.cli", "fit", "-c", str(config), "--run_dir", "run"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        while True:  # SigCgt: the mask of signals with a handler, bit n-1 for signal n
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            caught = int(re.search(r"SigCgt:\s*([0-9a-f]+)", status)[1], 16)  # type: ignore[index]
-            if caught >> (signal.SIGUSR1 - 1) & 1:
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, "the process never caught SIGUSR1"
-        loaded = Path(f"/proc/{proc.pid}/maps").read_text()
+        while not gate.with_suffix(".waiting").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the process never reached `import torch`"
+            time.sleep(0.01)
+        assert "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text()
         os.kill(proc.pid, signal.SIGUSR1)
-        assert "libtorch" not in loaded  # the signal came while the process was still importing
+        gate.touch()
         out, _ = proc.communicate(timeout=240)
     finally:
         proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+        proc.wait()
+    assert proc.returncode == 0, f"exit {proc.returncode}: {out[-3000:]}"  # -10: killed by the SIGUSR1
     assert "Received SIGUSR1 at global step 1, epoch 0" in out, out[-3000:]
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 1
 

@@ -317,7 +317,7 @@ def assert_exact_resumes(
         assert len(values) == 1 and math.isclose(values[0], 0.05 * factor(k), rel_tol=1e-6), (k, values)
 
 
-@pytest.mark.timeout(JOB_WAIT_S)
+@pytest.mark.timeout(JOB_WAIT_S + 120)  # after wait_job's own, clearer timeout
 def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone(cluster2: SlurmCluster) -> None:
     job, workdir, log, state = finished_time_limit_job(cluster2, "warned")
     preempted = assert_clean_segments(log, job)
@@ -329,7 +329,7 @@ def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone
     assert_exact_resumes(workdir / "runs" / "warned" / f"slurm-{job}", log, job, TIME_LIMIT_STEPS["warned"], preempted)
 
 
-@pytest.mark.timeout(JOB_WAIT_S)
+@pytest.mark.timeout(JOB_WAIT_S + 120)  # after wait_job's own, clearer timeout
 def test_hard_time_limit_sigterm_checkpoints_and_requeues(cluster2: SlurmCluster) -> None:
     # Lightning alone saves nothing on SIGTERM and never requeues: a job that misses USR1 was lost.
     job, workdir, log, state = finished_time_limit_job(cluster2, "hard")
