@@ -242,6 +242,15 @@ class Preempted(SIGTERMException):
         return 0 if requeued else self.status
 
 
+def last_training_step(trainer: Trainer) -> bool:
+    """Whether ``fit`` stops after the batch that just ended (``max_steps`` or the last batch of ``max_epochs``);
+    the same on every rank."""
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return True
+    last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+    return bool(last_epoch and trainer.is_last_batch)
+
+
 def requeue(job: str) -> tuple[bool, str]:
     """``scontrol requeue`` the job unless its owner cancelled it; whether it was, and what happened.
 
@@ -318,6 +327,11 @@ class Preemption(Callback):
         self.preempted = True
         # A rank that saw no signal itself (only a peer did) follows the peer's: SIGTERM unless told USR1.
         terminated = trainer.strategy.reduce_boolean_decision(self.received != signal.SIGUSR1, all=False)
+        if not terminated and last_training_step(trainer):
+            # USR1 is a warning, and training ends at this step anyway: a requeue here would resume past the
+            # end and skip the final validation (and the best checkpoint it may be), so finish instead.
+            rank_zero_info(f"Received SIGUSR1 at the last training step ({trainer.global_step}): finishing, no requeue")
+            return
         name = "SIGTERM" if terminated else "SIGUSR1"
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)  # all ranks: Lightning writes on rank 0 and barriers

@@ -3,6 +3,7 @@ atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real pro
 
 import contextlib
 import csv
+import json
 import os
 import pickle
 import signal
@@ -106,6 +107,27 @@ def test_sigterm_before_training_exits_143_not_0(tmp_path: Path) -> None:
     assert run.returncode == 143, run.stderr[-3000:]
     assert "Stopped by SIGTERM before training started: nothing to save; exiting with 143" in run.stderr
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize(("max_epochs", "max_steps", "last"), [(2, -1, 16), (-1, 12, 12)])
+def test_sigusr1_at_the_last_step_finishes_the_run_instead_of_preempting_it(
+    tmp_path: Path, max_epochs: int, max_steps: int, last: int
+) -> None:
+    # A requeue at the last step resumed past the end: the final validation never ran (CI's Slurm job
+    # was requeued at its step 60 of 60). USR1 is only a warning, so the run finishes instead.
+    config = write_tiny_config(tmp_path / "tiny.yaml", max_epochs=max_epochs, max_steps=max_steps)
+    at_last = {"step": last, "marker": "m", "signum": int(signal.SIGUSR1)}
+    usr1 = {"class_path": "tests.fault_injection.SignalAtStep", "init_args": at_last}
+    run = cli(tmp_path, "-c", str(config), "--run_dir", "run", f"--trainer.callbacks+={json.dumps(usr1)}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout + run.stderr
+    assert (tmp_path / "m").exists()  # the signal was sent
+    assert f"Received SIGUSR1 at the last training step ({last}): finishing, no requeue" in out, out[-3000:]
+    assert "Stopped by SIGUSR1" not in out
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == last
+    if max_epochs == 2:  # the last epoch's validation ran
+        rows = list(csv.DictReader((tmp_path / "run" / "version_0" / "metrics.csv").open()))
+        assert {row["epoch"] for row in rows if row.get("val/err1")} == {"0", "1"}, rows
 
 
 # Put on the child's PYTHONPATH: its first `import torch` waits until the test has sent its signal.
