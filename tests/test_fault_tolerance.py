@@ -30,12 +30,16 @@ from tests.fault_injection import write_tiny_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``python -m src.cli fit ...`` as its own process (it must be killable), one thread for equal numerics."""
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``python -m src.cli`` child: outside SLURM, no W&B, one thread for equal numerics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=str(REPO), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    return env | {"PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"} | extra
+
+
+def cli(cwd: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m src.cli fit ...`` as its own process (it must be killable)."""
     cmd = [sys.executable, "-m", "src.cli", "fit", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def load(path: Path) -> dict:
@@ -152,8 +156,7 @@ def test_sigusr1_while_torch_is_still_importing_is_held_and_acted_on_after_the_f
     (tmp_path / "gate").mkdir()
     (tmp_path / "gate" / "sitecustomize.py").write_text(IMPORT_GATE)
     gate = tmp_path / "open"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(PYTHONPATH=f"{tmp_path / 'gate'}:{REPO}", GATE=str(gate), WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    env = cli_env(PYTHONPATH=f"{tmp_path / 'gate'}:{REPO}", GATE=str(gate))
     cmd = [sys.executable, "-m", "src.cli", "fit", "-c", str(config), "--run_dir", "run"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
