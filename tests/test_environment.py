@@ -131,5 +131,5 @@ def test_pre_commit_runs_the_locked_ruff() -> None:
     """pre-commit's ruff hook and CI (.ci/run: the .venv's ruff, from the lock) must lint alike."""
     config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
     (hook,) = [r for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit")]
-    locked = {canonicalize_name(req.name): environment.locked_version(req) for _, req in lock_entries()}
-    assert hook["rev"] == f"v{locked['ruff']}", f"set rev: v{locked['ruff']} in .pre-commit-config.yaml"
+    (ruff,) = {environment.locked_version(req) for _, req in lock_entries() if canonicalize_name(req.name) == "ruff"}
+    assert hook["rev"] == f"v{ruff}", f"set rev: v{ruff} in .pre-commit-config.yaml"
