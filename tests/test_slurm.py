@@ -7,7 +7,8 @@ it (the hard limit's SIGTERM), through requeues alone; a host that crashes mid-r
 The time-limit, host-crash and job-array scenarios spend minutes waiting on Slurm's clock, not on the
 CPU: the session fixture ``slurm_background`` (tests/conftest.py) starts them once, before the first test
 of the session when any selected test checks them, and each checking test waits for its own scenario.
-Any one test runs alone. Signals go in at known steps (``HoldAtStep``), never against the clock.
+Any one test runs alone. A hand-sent signal goes in at a known step (``HoldAtStep``), not against the
+clock; the time-limit jobs leave tens of seconds of margin by construction (``TIME_LIMIT_JOBS``).
 
 Skipped, with the reason, where the Slurm/munge daemons are not installed (or not root); with CI=true
 (set by .ci/run) that fails instead, so CI cannot pass without running them (tests/conftest.py ``require``).
