@@ -13,7 +13,7 @@ import torch
 
 if TYPE_CHECKING:
     from tests.slurm_cluster import SlurmCluster
-    from tests.test_slurm import Background
+    from tests.test_slurm import Scenario, TimeLimitJob
 
 REPO = Path(__file__).resolve().parents[1]
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -77,7 +77,7 @@ def run_cli(*args: str) -> Any:
 
 
 # Slurm test clusters (tests/slurm_cluster.py), here rather than in tests/test_slurm.py so that the hook
-# below can start the background jobs before whichever test comes first.
+# below can start the background scenarios before whichever test comes first.
 def slurm_cluster(
     tmp_path_factory: pytest.TempPathFactory, name: str, hosts: int, **kw: int
 ) -> Iterator["SlurmCluster"]:
@@ -111,27 +111,41 @@ def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SlurmCl
     yield from slurm_cluster(tmp_path_factory, "slurm-crash", hosts=2, slurmd_timeout=10)
 
 
-@pytest.fixture(scope="session")
-def slurm_background(
-    cluster: "SlurmCluster",
-    cluster2: "SlurmCluster",
-    crash_cluster: "SlurmCluster",
-    tmp_path_factory: pytest.TempPathFactory,
-) -> "Background":
-    """The Slurm scenarios that run on Slurm's clock for minutes (tests/test_slurm.py), started once."""
-    from tests.test_slurm import start_background
+# The scenarios that run on Slurm's clock for minutes (tests/test_slurm.py), each started once, and the
+# hosts its cluster needs.
+SLURM_BACKGROUND = {"time_limit_jobs": 2, "host_crash": 2, "job_array": 1}
 
-    return start_background(cluster, cluster2, crash_cluster, tmp_path_factory)
+
+@pytest.fixture(scope="session")
+def time_limit_jobs(cluster2: "SlurmCluster", tmp_path_factory: pytest.TempPathFactory) -> dict[str, "TimeLimitJob"]:
+    from tests.test_slurm import submit_time_limit_jobs
+
+    return submit_time_limit_jobs(cluster2, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def host_crash(crash_cluster: "SlurmCluster", tmp_path_factory: pytest.TempPathFactory) -> "Scenario":
+    from tests.test_slurm import Scenario, host_crash_scenario
+
+    return Scenario(host_crash_scenario, crash_cluster, tmp_path_factory.mktemp("crash"))
+
+
+@pytest.fixture(scope="session")
+def job_array(cluster: "SlurmCluster", tmp_path_factory: pytest.TempPathFactory) -> "Scenario":
+    from tests.test_slurm import Scenario, job_array_scenario
+
+    return Scenario(job_array_scenario, cluster, tmp_path_factory.mktemp("array"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _slurm_background_first(request: pytest.FixtureRequest) -> None:
-    # When any selected test checks a background scenario, the scenarios start before the first test,
-    # so that the rest of the suite runs while they wait on Slurm's clock. A failure to start them is
-    # left to the tests that check them: pytest caches it, and each of them reports it.
+    # Each scenario a selected test requests starts before the first test, so that the rest of the suite
+    # runs while it waits on Slurm's clock. A failure to start one is left to the tests that check it:
+    # pytest caches it, and each of them reports it.
     from tests.slurm_cluster import missing_requirements
 
-    checked = any("slurm_background" in getattr(item, "fixturenames", ()) for item in request.session.items)
-    if checked and missing_requirements(2) is None:
-        with contextlib.suppress(Exception, pytest.fail.Exception, pytest.skip.Exception):
-            request.getfixturevalue("slurm_background")
+    requested = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    for name, hosts in SLURM_BACKGROUND.items():
+        if name in requested and missing_requirements(hosts) is None:
+            with contextlib.suppress(Exception, pytest.fail.Exception, pytest.skip.Exception):
+                request.getfixturevalue(name)

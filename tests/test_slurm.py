@@ -5,8 +5,8 @@ Two hosts (network namespaces): DDP across hosts; real time limits, with the war
 it (the hard limit's SIGTERM), through requeues alone; a host that crashes mid-run.
 
 The time-limit, host-crash and job-array scenarios spend minutes waiting on Slurm's clock, not on the
-CPU: the session fixture ``slurm_background`` (tests/conftest.py) starts them once, before the first test
-of the session when any selected test checks them, and each checking test waits for its own scenario.
+CPU: each is a session fixture (tests/conftest.py: ``time_limit_jobs``, ``host_crash``, ``job_array``) that
+its checking tests request, started before the first test of the session when a selected test requests it.
 Any one test runs alone. A hand-sent signal goes in at a known step (``HoldAtStep``), not against the
 clock; the time-limit jobs leave tens of seconds of margin by construction (``TIME_LIMIT_JOBS``).
 
@@ -218,56 +218,51 @@ STEP_SECONDS = {"warned": 2.5, "hard": 1.0}
 JOB_WAIT_S = 1500
 
 
-class Background:
-    """The scenarios that run on Slurm's clock, in threads and Slurm jobs while other tests run.
+class Scenario:
+    """A scenario run in a thread while other tests run; its assertions fail there, and :meth:`result`
+    re-raises the failure in the test that checks it."""
 
-    A scenario's assertions fail inside its thread; the test that checks it re-raises the failure.
-    """
+    def __init__(self, scenario: Callable[..., str], *args: object) -> None:
+        self.name = scenario.__name__
+        self.outcome: str | None = None
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, args=(scenario, *args), name=self.name, daemon=True)
+        self.thread.start()
 
-    def __init__(self) -> None:
-        self.jobs: dict[str, tuple[str, Path, float]] = {}  # time-limit job -> (job id, workdir, submit time)
-        self.threads: dict[str, threading.Thread] = {}
-        self.results: dict[str, str] = {}
-        self.errors: dict[str, str] = {}
+    def _run(self, scenario: Callable[..., str], *args: object) -> None:
+        try:
+            self.outcome = scenario(*args)
+        except BaseException:
+            self.error = traceback.format_exc()
 
-    def start(self, name: str, scenario: Callable[..., str], *args: object) -> None:
-        def run() -> None:
-            try:
-                self.results[name] = scenario(*args)
-            except BaseException:
-                self.errors[name] = traceback.format_exc()
-
-        self.threads[name] = threading.Thread(target=run, name=name, daemon=True)
-        self.threads[name].start()
-
-    def result(self, name: str, timeout: float = 900) -> str:
-        self.threads[name].join(timeout)
-        if self.threads[name].is_alive():
-            pytest.fail(f"scenario {name} still running after {timeout} s more")
-        if name in self.errors:
-            pytest.fail(f"scenario {name} failed:\n{self.errors[name]}", pytrace=False)
-        return self.results[name]
+    def result(self, timeout: float = 900) -> str:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            pytest.fail(f"{self.name} still running after {timeout} s more")
+        if self.error is not None:
+            pytest.fail(f"{self.name} failed:\n{self.error}", pytrace=False)
+        assert self.outcome is not None
+        return self.outcome
 
 
-def start_background(
-    cluster: SlurmCluster, cluster2: SlurmCluster, crash_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Background:
-    """Submits the time-limit jobs and starts the host-crash and job-array scenarios (tests/conftest.py's
-    ``slurm_background`` fixture, once per session)."""
-    background = Background()
+# A time-limit job: (job id, workdir, time of submission).
+TimeLimitJob = tuple[str, Path, float]
+
+
+def submit_time_limit_jobs(cluster2: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TimeLimitJob]:
+    """The jobs of TIME_LIMIT_JOBS, submitted (tests/conftest.py's ``time_limit_jobs`` fixture)."""
+    jobs = {}
     for name, sbatch in TIME_LIMIT_JOBS.items():
         workdir = tmp_path_factory.mktemp(name)
         job = slow_tiny_job(cluster2, workdir, name, TIME_LIMIT_STEPS[name], STEP_SECONDS[name], *sbatch)
-        background.jobs[name] = (job, workdir, time.monotonic())
-    background.start("host crash", host_crash_scenario, crash_cluster, tmp_path_factory.mktemp("crash"))
-    background.start("job array", job_array_scenario, cluster, tmp_path_factory.mktemp("array"))
-    return background
+        jobs[name] = (job, workdir, time.monotonic())
+    return jobs
 
 
 def finished_time_limit_job(
-    cluster2: SlurmCluster, background: Background, name: str
+    cluster2: SlurmCluster, jobs: dict[str, TimeLimitJob], name: str
 ) -> tuple[str, Path, str, dict[str, str]]:
-    job, workdir, submitted = background.jobs[name]
+    job, workdir, submitted = jobs[name]
     # Each segment pays the imports again (~20 s on a loaded 2-core machine, where a 1-minute segment
     # once trained only 6 steps): allow 25 minutes from submission, which costs nothing when the job is
     # done sooner.
@@ -296,9 +291,9 @@ def assert_exact_resumes(
 
 @pytest.mark.timeout(JOB_WAIT_S + 120)  # after wait_job's own, clearer timeout
 def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone(
-    cluster2: SlurmCluster, slurm_background: Background
+    cluster2: SlurmCluster, time_limit_jobs: dict[str, TimeLimitJob]
 ) -> None:
-    job, workdir, log, state = finished_time_limit_job(cluster2, slurm_background, "warned")
+    job, workdir, log, state = finished_time_limit_job(cluster2, time_limit_jobs, "warned")
     preempted = assert_clean_segments(log, job)
     print(f"warned: segments ended at {preempted}, then step {TIME_LIMIT_STEPS['warned']}")
     restarts = int(state["Restarts"])
@@ -308,9 +303,11 @@ def test_time_limit_with_warning_signal_ends_at_max_steps_through_requeues_alone
 
 
 @pytest.mark.timeout(JOB_WAIT_S + 120)  # after wait_job's own, clearer timeout
-def test_hard_time_limit_sigterm_checkpoints_and_requeues(cluster2: SlurmCluster, slurm_background: Background) -> None:
+def test_hard_time_limit_sigterm_checkpoints_and_requeues(
+    cluster2: SlurmCluster, time_limit_jobs: dict[str, TimeLimitJob]
+) -> None:
     # Lightning alone saves nothing on SIGTERM and never requeues: a job that misses USR1 was lost.
-    job, workdir, log, state = finished_time_limit_job(cluster2, slurm_background, "hard")
+    job, workdir, log, state = finished_time_limit_job(cluster2, time_limit_jobs, "hard")
     preempted = assert_clean_segments(log, job)
     print(f"hard: segments ended at {preempted}, then step {TIME_LIMIT_STEPS['hard']}")
     assert int(state["Restarts"]) >= 1 and [sig for sig, _, _ in preempted] == ["SIGTERM"] * int(state["Restarts"])
@@ -353,12 +350,12 @@ def test_ddp_across_two_hosts_matches_one_process(cluster2: SlurmCluster, tmp_pa
     assert (m0["host"], m1["host"]) == (host1, host2)
 
 
-def test_a_host_crash_requeues_the_job_which_resumes_from_the_last_checkpoint(slurm_background: Background) -> None:
-    print(slurm_background.result("host crash"))
+def test_a_host_crash_requeues_the_job_which_resumes_from_the_last_checkpoint(host_crash: Scenario) -> None:
+    print(host_crash.result())
 
 
-def test_grid_is_a_job_array_whose_tasks_have_their_own_run_dirs_and_requeues(slurm_background: Background) -> None:
-    print(slurm_background.result("job array"))
+def test_grid_is_a_job_array_whose_tasks_have_their_own_run_dirs_and_requeues(job_array: Scenario) -> None:
+    print(job_array.result())
 
 
 def host_crash_scenario(cluster: SlurmCluster, tmp_path: Path) -> str:
