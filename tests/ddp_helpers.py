@@ -1,10 +1,15 @@
-"""Importable from a CLI subprocess (`tests.ddp_helpers.DumpState`): what each rank ends with."""
+"""Callbacks and data importable from a CLI subprocess (`tests.ddp_helpers.DumpState`): what each rank ends
+with, and a training held at a known step for a test to act on."""
 
 import json
 import os
+import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import lightning as L
 import torch
@@ -91,3 +96,51 @@ class RecordEnv(Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         name = Path(trainer.log_dir or "run").parent.name
         (self.out_dir / f"{name}.txt").write_text(os.environ.get(self.key, ""))
+
+
+class HoldAtStep(Callback):
+    """Training waits after optimizer step ``step`` until this process receives one of ``signums`` or the
+    file ``release`` exists; rank 0 writes the file ``held`` as the wait starts. A test then acts at a known
+    step however fast or loaded the machine: it sends its signal (which Preemption, the next callback,
+    acts on at this very step) or releases the run. ``$VARS`` in the paths are expanded (one pair of files
+    per Slurm array task). A run resumed from step ``step`` or later never holds.
+    """
+
+    def __init__(
+        self, step: int, held: str, release: str = "", signums: tuple[int, ...] = (10, 15), timeout: float = 600
+    ) -> None:  # 10: SIGUSR1, 15: SIGTERM
+        self.step, self.timeout = step, timeout
+        self.held, self.release = Path(os.path.expandvars(held)), os.path.expandvars(release)
+        self.signums = tuple(signal.Signals(s) for s in signums)
+        self.received: list[int] = []
+        self.previous: dict[signal.Signals, Any] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        # Listening from the start of the step, not only during the wait: under DDP a peer's signal may come
+        # (sent once rank 0 holds) before this rank has reached the end of the step.
+        if trainer.global_step == self.step - 1 and not self.previous:
+            self.previous = {s: signal.getsignal(s) for s in self.signums}
+            for signum in self.signums:
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        handler = self.previous[signal.Signals(signum)]
+        if callable(handler):  # Preemption's: it sets its flag, as without the hold
+            handler(signum, frame)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step or not self.previous:
+            return
+        try:
+            if trainer.is_global_zero:
+                self.held.write_text(f"held at global step {trainer.global_step}\n")
+            deadline = time.monotonic() + self.timeout
+            while not self.received and not (self.release and Path(self.release).exists()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"held at step {self.step} for {self.timeout} s: no signal, no {self.release}")
+                time.sleep(0.05)
+        finally:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+            self.previous = {}

@@ -14,6 +14,7 @@ namespaces. Client commands run on the first host, where slurmctld runs.
 """
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from pathlib import Path
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "srun")
 INSTALL_HINT = "apt-get install -y slurmctld slurmd slurm-client munge iproute2"
 SUBNET = "10.213.0"  # lives only inside the namespaces below: invisible to this machine's own network
+_CLUSTERS = itertools.count()  # clusters started by this process
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED"}
 
 
@@ -60,9 +62,10 @@ class SlurmCluster:
         self.slurmd_timeout = slurmd_timeout  # how soon slurmctld declares a silent host down
         self.conf = root / "slurm.conf"
         self.procs: dict[str, subprocess.Popen] = {}
-        # Namespaced hosts get names unique to this process, so that clusters of two test runs (or a
-        # crashed run's leftovers) never collide; deleting them by these names cannot touch others.
-        tag = f"rt{os.getpid() % 100000}"
+        # Namespaced hosts get names unique to this cluster of this process, so that the clusters of one
+        # test run, of two test runs, or a crashed run's leftovers never collide; deleting them by these
+        # names cannot touch others.
+        tag = f"rt{os.getpid() % 100000}c{next(_CLUSTERS)}"
         self.name = f"{tag}h{hosts}"  # ClusterName: two test clusters never share job ids under one name
         self.netns = hosts > 1
         if self.netns:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import yaml
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from src import environment
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 REFRESH = "refresh the lock: .venv/bin/python scripts/lock.py"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -88,8 +89,8 @@ def test_lock_files_split_at_the_torch_stack_hash_every_pin_and_pin_requirements
 
 def test_this_test_environment_is_the_locked_one() -> None:
     """What setup.sh checks last: here, in CI's fresh .venv, nothing is off the lock and nothing unmet."""
-    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
-        pytest.skip(f"not the project's .venv (sys.prefix {sys.prefix}): bash scripts/setup.sh --dev makes it")
+    in_venv = Path(sys.prefix).resolve() == (REPO / ".venv").resolve()
+    require(None if in_venv else f"not the project's .venv (sys.prefix {sys.prefix}): bash scripts/setup.sh --dev")
     assert environment.check() == []
     facts = environment.facts()
     assert facts["env/off_lock"] == [] and facts["env/lock"] == lock_digest()
@@ -124,3 +125,11 @@ def test_a_package_off_the_lock_is_named_by_the_check_and_in_the_facts(tmp_path:
     here = environment.facts()
     assert f"env/packages: {here['env/packages']}" not in facts  # another environment, another digest
     assert f"env/lock: {lock_digest()}" in facts and f"versions/torch: {here['versions/torch']}" in facts
+
+
+def test_pre_commit_runs_the_locked_ruff() -> None:
+    """pre-commit's ruff hook and CI (.ci/run: the .venv's ruff, from the lock) must lint alike."""
+    config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    (hook,) = [r for r in config["repos"] if r["repo"].endswith("/ruff-pre-commit")]
+    (ruff,) = {environment.locked_version(req) for _, req in lock_entries() if canonicalize_name(req.name) == "ruff"}
+    assert hook["rev"] == f"v{ruff}", f"set rev: v{ruff} in .pre-commit-config.yaml"

@@ -73,10 +73,11 @@ def test_kill_9_mid_epoch_then_same_command_resumes_to_identical_weights(tmp_pat
     ref_opt, got_opt = ref["optimizer_states"][0]["state"], got["optimizer_states"][0]["state"]
     for a, b in zip(ref_opt.values(), got_opt.values(), strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
-    # Every metrics row the resumed run logged (steps 8..23, validation included) is in the reference.
-    assert metric_rows(tmp_path / "run/version_1/metrics.csv") <= metric_rows(
-        tmp_path / "reference/version_0/metrics.csv"
-    )
+    # Every metrics row the resumed run logged (steps 8..23, validation included) is in the reference, and
+    # it logged every one of those steps: an empty metrics.csv is a subset too.
+    resumed = metric_rows(tmp_path / "run/version_1/metrics.csv")
+    assert resumed <= metric_rows(tmp_path / "reference/version_0/metrics.csv")
+    assert {dict(row)["step"] for row in resumed} == {str(step) for step in range(8, 24)}, sorted(resumed)
 
 
 SIGTERM_AT_12 = (  # a real SIGTERM to the training process after optimizer step 12, once per marker file

@@ -14,6 +14,7 @@ from scripts import report
 from src import environment
 from src.models.profile import count_params
 from src.models.resnet import ResNet
+from tests.conftest import require_module
 from tests.test_environment import shadow
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
@@ -179,7 +180,7 @@ def test_wandb_api_filters_and_an_unreachable_server(tmp_path: Path, monkeypatch
 
 
 def test_wandb_report_is_built_offline_and_save_needs_a_login(tmp_path: Path, monkeypatch) -> None:
-    wr = pytest.importorskip("wandb_workspaces.reports.v2", reason="optional extra: pip install wandb-workspaces")
+    wr = require_module("wandb_workspaces.reports.v2", "pip install wandb-workspaces (the dev and report extras)")
     built = report.wandb_report("me", "resnet", ["units", "plain"], "Units")
     assert (built.entity, built.project, built.title) == ("me", "resnet", "Units")
     grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]

@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +16,7 @@ import yaml
 from src.data.synthetic import SyntheticDataModule
 from src.models.classifier import ImageClassifier
 from src.models.resnet import ResNet
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 
 def tiny_net() -> ResNet:
@@ -154,16 +156,23 @@ def test_gradient_accumulation_and_linear_lr_scaling(tmp_path: Path) -> None:
     assert t.global_step == 3  # optimizer steps, each from 2 batches
 
 
-def inductor_can_compile() -> bool:
-    header = Path(torch.__file__).parent / "include/torch/csrc/inductor/cpp_prefix.h"
-    return header.exists() and bool(
-        os.environ.get("CXX") or any((Path(p) / "g++").exists() for p in os.environ.get("PATH", "").split(os.pathsep))
-    )
+def inductor_cannot_compile() -> str | None:
+    """What inductor lacks to compile C++ for the CPU here (a compiler, torch's or Python's headers), or None."""
+    missing = []
+    if not (os.environ.get("CXX") or shutil.which("g++")):
+        missing.append("a C++ compiler (g++ or $CXX)")
+    if not (Path(torch.__file__).parent / "include/torch/csrc/inductor/cpp_prefix.h").exists():
+        missing.append("torch's C++ headers (torch/include; some CPU wheels lack them)")
+    if not (Path(sysconfig.get_path("include")) / "Python.h").exists():
+        missing.append(f"Python's headers ({sysconfig.get_path('include')}/Python.h)")
+    if not missing:
+        return None
+    return f"inductor cannot compile on CPU without {', '.join(missing)}: apt-get install g++ python3-dev"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not inductor_can_compile(), reason="no C++ compiler or torch/include headers for inductor on CPU")
 def test_compile_trains_and_keeps_checkpoint_keys(tmp_path: Path) -> None:
+    require(inductor_cannot_compile())
     model = ImageClassifier(tiny_net(), compile=True)
     t = trainer(tmp_path, max_steps=2, limit_val_batches=0)
     t.fit(model, data(train_size=16))

@@ -7,6 +7,7 @@ Here setup.sh runs again as an unprivileged user on a copy of the checkout.
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -17,12 +18,15 @@ from pathlib import Path
 import pytest
 
 from src import environment
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 NOBODY = 65534
-as_root = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("setpriv"), reason="runs setup.sh as another user: needs root and setpriv"
-)
+
+
+def require_root() -> None:
+    tools = [t for t in ("setpriv", "unshare", "mount") if not shutil.which(t)]
+    require("runs setup.sh as another user: run the tests as root" if os.geteuid() else None)
+    require(f"runs setup.sh as another user: needs {', '.join(tools)} (util-linux, mount)" if tools else None)
 
 
 @pytest.fixture
@@ -55,49 +59,69 @@ def as_user(uid: int, home: Path, command: list[str], **env: str) -> list[str]:
             *(f"{k}={v}" for k, v in variables.items()), *command]  # fmt: skip
 
 
+def reachable(paths: list[Path], stash: Path) -> list[str]:
+    """A command prefix: what follows runs in a private mount namespace where any user can reach ``paths``
+    (this .venv and its Python, which a checkout or pyenv may put under /root, mode 700). There, the outermost
+    directory above a path that others cannot enter is covered by a tmpfs that holds only the paths under it
+    (bind mounts, through ``stash``); nothing changes outside the namespace."""
+    covered: dict[Path, Path] = {}  # path -> its outermost directory closed to others
+    for path in paths:
+        closed = [d for d in reversed(path.parents) if not d.stat().st_mode & stat.S_IXOTH]
+        if closed:
+            covered[path] = closed[0]
+    q = shlex.quote
+    script = ["set -e"]
+    for i, path in enumerate(covered):
+        script += [f"mkdir -p {q(str(stash))}/{i}", f"mount --bind {q(str(path))} {q(str(stash))}/{i}"]
+    script += [f"mount -t tmpfs -o mode=755 tmpfs {q(str(d))}" for d in sorted(set(covered.values()))]
+    for i, path in enumerate(covered):
+        script += [f"mkdir -p {q(str(path))}", f"mount --bind {q(str(stash))}/{i} {q(str(path))}"]
+    return ["unshare", "--mount", "sh", "-c", "\n".join([*script, 'exec "$@"']), "sh"]
+
+
 @pytest.mark.slow
-@as_root
 def test_setup_as_a_user_reuses_the_torch_of_the_python_it_starts_from(user_dir: Path) -> None:
     """README's setup as a new user whose python3 already has torch (here: this test's locked .venv, itself
     made from Debian's python3): setup.sh makes .venv, keeps that torch, installs the lock, and the project runs."""
-    if environment.check():
-        pytest.skip("needs the locked environment to start from: bash scripts/setup.sh --dev")
-    if subprocess.run(as_user(NOBODY, user_dir, [sys.executable, "-c", ""]), capture_output=True).returncode:
-        pytest.skip(f"user {NOBODY} cannot run {sys.executable} (a .venv made from a Python under /root?)")
+    require_root()
+    require("needs the locked environment to start from: bash scripts/setup.sh --dev" if environment.check() else None)
+    venv_here = Path(sys.prefix).resolve()  # the .venv may be a link (a git worktree's)
+    python = venv_here / "bin" / "python"
+    # Run by the user wherever this .venv and its Python lie (a checkout or pyenv under /root).
+    view = reachable([Path(sys.base_prefix).resolve(), venv_here], user_dir / ".mounts")
+    runs = subprocess.run([*view, *as_user(NOBODY, user_dir, [str(python), "-c", "import torch"])], capture_output=True)
+    assert runs.returncode == 0, f"user {NOBODY} cannot run {python}: {runs.stderr.decode()[-2000:]}"
     checkout = checkout_for(user_dir, NOBODY)
-    setup = subprocess.run(as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=sys.executable),
+    setup = subprocess.run([*view, *as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=str(python))],
                            cwd=checkout, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert setup.returncode == 0, setup.stderr
-    torch_dir = Path(sysconfig.get_paths()["purelib"]) / "torch"
-    assert f"setup.sh: keeping the torch at {torch_dir}" in setup.stdout
+    torch_dir = venv_here / Path(sysconfig.get_paths()["purelib"]).relative_to(sys.prefix) / "torch"
+    assert f"setup.sh: keeping the torch at {torch_dir}" in setup.stdout, setup.stdout
     assert setup.stdout.splitlines()[-1].startswith("setup.sh: ready: .venv/bin/python")
     venv = checkout / ".venv"
     assert (venv / "pyvenv.cfg").stat().st_uid == NOBODY and "include-system-site-packages = true" in (
         venv / "pyvenv.cfg"
     ).read_text()
     # The new .venv runs the project on the same packages as this one: same digest, nothing off the lock.
-    facts = subprocess.run(as_user(NOBODY, user_dir, [str(venv / "bin/python"), "-m", "src.environment"]),
+    facts = subprocess.run([*view, *as_user(NOBODY, user_dir, [str(venv / "bin/python"), "-m", "src.environment"])],
                            cwd=checkout, capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
     here = environment.facts()
     assert f"env/packages: {here['env/packages']}" in facts and "env/off_lock: []" in facts
     # Once set up, setup.sh reuses .venv.
-    again = subprocess.run(as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=sys.executable),
+    again = subprocess.run([*view, *as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=str(python))],
                            cwd=checkout, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert again.returncode == 0 and again.stdout.startswith("setup.sh: using .venv (Python"), again.stderr
 
 
-@as_root
-@pytest.mark.skipif(not shutil.which("unshare"), reason="hides ensurepip in a mount namespace: needs unshare")
 def test_setup_as_a_user_without_debians_venv_package_says_what_to_install(user_dir: Path) -> None:
     """Debian's python3 without python3.X-venv (no ensurepip) cannot make a venv; a user cannot apt-get it."""
+    require_root()
     python = Path("/usr/bin/python3")
-    if not python.exists():
-        pytest.skip("needs Debian's /usr/bin/python3")
+    require(None if python.exists() else "needs Debian's /usr/bin/python3: apt-get install python3")
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
                              text=True, check=True).stdout.strip()  # fmt: skip
     ensurepip = Path(f"/usr/lib/python{version}/ensurepip")
-    if not ensurepip.is_dir():
-        pytest.skip(f"needs Debian's python3 with its venv package ({ensurepip})")
+    require(None if ensurepip.is_dir() else f"needs {ensurepip}: apt-get install python{version}-venv")
     checkout = checkout_for(user_dir, NOBODY)
     (user_dir / "empty").mkdir()
     setup = as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=str(python))
