@@ -20,11 +20,8 @@ collation does not cap a GPU.
 """
 
 import argparse
-import datetime
 import itertools
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +35,9 @@ import torchvision
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from src import provenance
 from src.data.fashion_mnist import FashionMNISTDataModule
 from src.data.synthetic import DeviceBatches, SyntheticDataModule
-from src.loggers import cpu_name
 from src.markdown import markdown_table
 from src.models import resnet as R
 from src.models.classifier import ImageClassifier
@@ -319,17 +316,6 @@ def fmnist_rows(z: Sizes, accel: str) -> list[list[str]]:
     ]
 
 
-def environment(device: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    cpu = cpu_name()
-    load = f"{os.getloadavg()[0]:.2f}"
-    return (
-        f"{datetime.date.today()}; GPU: {gpu}; CPU: {cpu}, {torch.get_num_threads()} torch threads, "
-        f"load average at start {load}; torch {torch.__version__}, torchvision {torchvision.__version__}, "
-        f"lightning {L.__version__}"
-    )
-
-
 def setup_torch() -> torch.device:
     torch.set_float32_matmul_precision("high")
     # Random labels at lr 0.1 drive activations into denormals, which x86 CPUs compute up to
@@ -365,18 +351,19 @@ def main() -> None:
     if args.compile or device.type == "cuda":
         settings.append(Setting("bf16-mixed", channels_last=True, compile=True))
 
-    env = environment(device)
+    out = Path(args.out)
+    # Where the figures come from (commit, diff, machine, software), written before the measurement.
+    made = provenance.write(out.parent, ["python", "scripts/bench.py", *sys.argv[1:]], f"{out.stem}.provenance")
     start = time.perf_counter()
     rows = resnet50_rows(z, device, accel, settings) + cifar_rows(z, device, accel) + fmnist_rows(z, accel)
     wall = time.perf_counter() - start
 
-    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     text = "\n".join(
         [
             "# Training throughput (images/s: median (min-max) over the repeats)",
             "",
-            f"`{command}` at commit {commit or '?'}, {wall:.0f} s wall. {env}.",
+            f"`{made['command']}`, {wall:.0f} s wall, {torch.get_num_threads()} torch threads. "
+            f"{provenance.summary(made)} Provenance: {out.stem}.provenance.json.",
             f"Warm-up {z.warmup} steps excluded, then windows of about {z.window_s:g} s (steps in each row's name), "
             f"{z.repeats} repeats interleaved across variants. Ratios: median of the per-repeat ratios (min-max); "
             "A/A: the largest deviation from 1 of our bare loop against itself in the same repeats; a ratio "
@@ -386,8 +373,7 @@ def main() -> None:
             "",
         ]
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    out.write_text(text)
     print(text)
 
 

@@ -20,7 +20,6 @@ floor of on_device measured twice in the same repeats.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -31,9 +30,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from scripts.bench import Measure, aa_floor, fmt_stat, interleaved, ratios
+from src import provenance
 from src.data.common import TensorImageDataset
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
-from src.loggers import cpu_name
 from src.markdown import markdown_table
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -115,7 +114,8 @@ def main() -> None:
     if args.quick:
         args.window_s, args.repeats = 0.2, 2
     cpus = len(os.sched_getaffinity(0))
-    load = os.getloadavg()[0]
+    out = Path(args.out)
+    made = provenance.write(out.parent, ["python", "scripts/bench_data.py", *sys.argv[1:]], f"{out.stem}.provenance")
     start = time.perf_counter()
     header = ["data", "recipe", "loader", "images/s, median (min-max)", "on_device / DataLoader"]
     rows: list[list[str]] = []
@@ -153,16 +153,14 @@ def main() -> None:
                 if key != "on_device, cpu (A/A)":
                     rows.append([name, recipe_name, key, fmt_stat(values), verdict if key == "on_device, cpu" else ""])
     wall = time.perf_counter() - start
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Data loader throughput: DataLoader path vs on_device fast path",
         "",
-        f"`python scripts/bench_data.py {' '.join(sys.argv[1:])}` at commit {commit or '?'}, {wall:.0f} s wall "
-        f"(batch {BATCH}, loader only, no model); {cpus} CPU cores ({cpu_name()}), GPU: {gpu}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; load average before the run "
-        f"{load:.1f}. Recipes: `paper` = pad 4 + crop + flip + normalise; `randaugment` = RandAugment(2, 9) "
-        "+ the paper recipe + random erasing (p 0.25), each image with its own draws on both paths. "
+        f"`{made['command']}`, {wall:.0f} s wall (batch {BATCH}, loader only, no model; {cpus} usable CPU cores, "
+        f"{torch.get_num_threads()} torch threads). {provenance.summary(made)} Provenance: "
+        f"{out.stem}.provenance.json. Recipes: `paper` = pad 4 + crop + flip + normalise; "
+        "`randaugment` = RandAugment(2, 9) + the paper recipe + random erasing (p 0.25), each image with its own "
+        "draws on both paths. "
         f"{args.repeats} repeats interleaved, windows of about {args.window_s:g} s; the ratio is the median of "
         "the per-repeat ratios (min-max) against the faster DataLoader, beside the A/A noise floor (on_device "
         "measured twice).",
@@ -170,8 +168,7 @@ def main() -> None:
         markdown_table(header, rows, numeric=[3]),
         "",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
+    out.write_text("\n".join(lines))
     print("\n".join(lines))
     for name, recipe_name, ratio in verdicts:
         print(f"{name} {recipe_name}: on_device / DataLoader = {ratio:.2f}x")

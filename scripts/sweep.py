@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts.experiments.common import Run, run_local, with_seeds
+from scripts.experiments.common import Run, with_seeds
+from scripts.runner import run_local
 from scripts.slurm.submit import expand_grid, point_name
 
 REPO = Path(__file__).resolve().parents[1]

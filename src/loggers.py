@@ -16,8 +16,6 @@
 
 import netrc
 import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from torch import nn
 from src import environment
 from src.choices import check_choices
 from src.models.profile import count_macs, count_params
+from src.provenance import cpu_name, git_state
 
 REPO = Path(__file__).resolve().parents[1]
 Mode = Literal["auto", "online", "offline", "disabled"]
@@ -176,31 +175,6 @@ class WandbSaveConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.config.update({"cli": self.config.as_dict()}, allow_val_change=True)
-
-
-def git_state(cwd: Path = REPO) -> dict[str, Any]:
-    """Commit hash and whether tracked files differ from it; None values outside a git checkout."""
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git/commit": commit, "git/dirty": None if status is None else bool(status)}
-
-
-def cpu_name() -> str:
-    try:  # platform.processor() is empty on Linux; the kernel knows the model name
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hardware(trainer: Trainer) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """scripts/bench_data.py runs end to end (--quick), so the loader benchmark cannot rot; no speed is asserted."""
 
+import json
 import re
 import subprocess
 import sys
@@ -24,3 +25,9 @@ def test_bench_data_quick_writes_every_loader_and_recipe_with_spreads(tmp_path: 
     ratios = [r for r in rows if "on_device, cpu" in r]
     ratio = re.compile(r"[\d.]+x \([\d.]+-[\d.]+\) vs \d+ workers, A/A ±[\d.]+%")
     assert len(ratios) == 4 and all(ratio.search(r) for r in ratios)
+    # where the figures come from, beside them: commit, the diff when the tree was dirty, machine, software
+    made = json.loads((tmp_path / "data.provenance.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert made["git/commit"] == head and made["machine"]["cores"] > 0
+    assert (tmp_path / "data.provenance.diff").exists() == made["git/dirty"]
+    assert f"Commit {head[:10]}" in out.read_text() and "data.provenance.json" in out.read_text()

@@ -1,20 +1,26 @@
 import base64
 import csv
+import json
 import re
 import shutil
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import matplotlib.image
 import pytest
 import yaml
 
-from scripts import report
+from scripts import metrics, report
 from src import environment
 from src.models.profile import count_params
 from src.models.resnet import ResNet
-from tests.conftest import require_module
+from tests.conftest import REPO, require_module
 from tests.test_environment import shadow
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
@@ -101,19 +107,19 @@ def test_offline_wandb_runs_give_the_same_numbers_as_the_csv(run_root: Path) -> 
     """The W&B history path (API or offline log) and the CSV path agree, so online reports match local ones."""
     for run_dir in sorted(run_root.glob("*/version_*")):
         (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-        config, history, info = report.read_wandb_offline(log)
-        from_wandb = report.run_from_wandb(info["name"], info["group"], str(log), config, history)
-        from_csv = report.read_run_dir(run_dir, run_root)
+        config, history, info = metrics.read_wandb_offline(log)
+        from_wandb = metrics.run_from_wandb(info["name"], info["group"], str(log), config, history)
+        from_csv = metrics.read_run_dir(run_dir, run_root)
         assert (from_wandb.name, from_wandb.group) == (from_csv.name, from_csv.group) == (
             run_dir.parent.name, RUNS[run_dir.parent.name][0])  # fmt: skip
-        for key in (report.ERR_VAL, report.ERR_TRAIN):
+        for key in (metrics.ERR_VAL, metrics.ERR_TRAIN):
             assert from_csv.series(key), f"{key} missing from {run_dir}/metrics.csv"
             # Steps exactly, values approximately: pytest 9's approx() rejects nested data (lists of tuples).
             wandb_steps, wandb_values = zip(*from_wandb.series(key), strict=True)
             csv_steps, csv_values = zip(*from_csv.series(key), strict=True)
             assert wandb_steps == csv_steps
             assert list(wandb_values) == pytest.approx(list(csv_values))
-        assert from_wandb.last(report.ERR_TEST) == pytest.approx(from_csv.last(report.ERR_TEST))
+        assert from_wandb.last(metrics.ERR_TEST) == pytest.approx(from_csv.last(metrics.ERR_TEST))
 
 
 def test_runs_from_different_environments_are_flagged(
@@ -163,11 +169,11 @@ def test_errors_name_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         report.main([str(tmp_path)])
     (tmp_path / "bad.wandb").write_bytes(b"not a log")
     with pytest.raises(ValueError, match=r"bad\.wandb is not a W&B transaction log"):
-        list(report.read_wandb_file(tmp_path / "bad.wandb"))
+        list(metrics.read_wandb_file(tmp_path / "bad.wandb"))
 
 
 def test_wandb_api_filters_and_an_unreachable_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert report.wandb_filters("units", ["cifar", "seed0"]) == {
+    assert metrics.wandb_filters("units", ["cifar", "seed0"]) == {
         "group": "units",
         "$and": [{"tags": {"$in": ["cifar"]}}, {"tags": {"$in": ["seed0"]}}],
     }
@@ -185,7 +191,7 @@ def test_wandb_report_is_built_offline_and_save_needs_a_login(tmp_path: Path, mo
     assert (built.entity, built.project, built.title) == ("me", "resnet", "Units")
     grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]
     assert [g.runsets[0].filters for g in grids] == ["Group = 'units'", "Group = 'plain'"]
-    assert grids[0].panels[0].y == [report.ERR_TRAIN, report.ERR_VAL]
+    assert grids[0].panels[0].y == [metrics.ERR_TRAIN, metrics.ERR_VAL]
     isolate_wandb(monkeypatch, tmp_path / "home")  # no API key anywhere
     with pytest.raises(Exception, match="not logged in"):
         built.save()
@@ -203,16 +209,15 @@ def test_runs_that_differ_only_in_their_seed_are_one_row_with_their_spread(tmp_p
                               epochs=1))  # fmt: skip
     finally:
         isolate.undo()
-    runs = [report.read_run_dir(d, tmp_path / "runs") for d in [*dirs, other]]
-    assert [len(g) for g in report.seed_groups(runs)] == [3, 1]  # lr=0.2 is another variant, not a seed
+    runs = [metrics.read_run_dir(d, tmp_path / "runs") for d in [*dirs, other]]
+    assert [len(g) for g in metrics.seed_groups(runs)] == [3, 1]  # lr=0.2 is another variant, not a seed
     header, rows = report.table(runs)
     row = dict(zip(header, rows[0], strict=True))
     assert row["run"] == "v (3 seeds)" and rows[1][0] == "lr"
     tests = [csv_column(d, "test/err1")[-1] for d in dirs]
     assert len(set(tests)) > 1  # the seeds really trained differently
     mean, std = statistics.fmean(tests), statistics.stdev(tests)
-    median = statistics.median(tests)
-    assert row["final test err (%)"] == f"{mean:.2f} ± {std:.2f} (min {min(tests):.2f}, median {median:.2f})"
+    assert row["final test err (%)"] == f"{mean:.2f} ± {std:.2f} ({min(tests):.2f}-{max(tests):.2f})"
     assert row["depth"] == "8" and "±" not in row["params (M)"]  # shared facts stay plain
     paths = report.write_report(runs, tmp_path / "report")
     assert "v (3 seeds)" in paths["markdown"].read_text()
@@ -220,3 +225,52 @@ def test_runs_that_differ_only_in_their_seed_are_one_row_with_their_spread(tmp_p
     # One panel per value of a run fact, side by side at 6.5 in x 120 dpi each (4 run names here).
     panels = report.plot_errors(runs, "t", tmp_path / "panels.png", panels="run/name")
     assert matplotlib.image.imread(panels).shape[1] == 4 * 780
+
+
+class SleepAt(L.Callback):
+    """Sleeps ``seconds`` after optimizer step ``step``: a run's ``max_time`` then runs out right there."""
+
+    def __init__(self, step: int, seconds: float) -> None:
+        self.step, self.seconds = step, seconds
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            time.sleep(self.seconds)
+
+
+def test_an_epoch_that_max_time_cut_is_reported_as_cut_with_its_steps(tmp_path: Path) -> None:
+    # 10 steps per epoch; max_time (6 s) runs out in the sleep after step 15, i.e. 5 steps into epoch 2.
+    sleep = json.dumps({"class_path": "tests.test_report.SleepAt", "init_args": {"step": 15, "seconds": 8}})
+    run_dir = fit(tiny_args(tmp_path / "runs", "cut", "--data.train_size=320", "--trainer.max_time=00:00:00:06",
+                            f"--trainer.callbacks+={sleep}", epochs=5))  # fmt: skip
+    run = metrics.read_run_dir(run_dir, tmp_path / "runs")
+    # Lightning logged the fragment's epoch-end metrics as if it were an epoch: counting those says 2.
+    assert len(run.series("perf/epoch_s")) == len(run.series(metrics.ERR_TRAIN)) == 2
+    done = metrics.progress(run)
+    assert done is not None
+    assert (done.complete, done.steps, done.cut_steps, done.per_epoch) == (1, 15, 5, 10)
+    assert [e.complete for e in metrics.epochs(run)] == [True, False]
+    first_epoch_train_err = run.series(metrics.ERR_TRAIN)[0][1]
+    assert metrics.last_complete(run, metrics.ERR_TRAIN) == first_epoch_train_err
+    header, rows = report.table([run])
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["epochs"] == "1 + 5/10 steps (cut)"
+    assert row["train err (%), last full epoch"] == f"{first_epoch_train_err:.2f}"
+
+
+def test_one_epoch_of_unknown_length_is_not_called_complete(tmp_path: Path) -> None:
+    run_dir = fit(tiny_args(tmp_path / "runs", "one", epochs=1))
+    run = metrics.read_run_dir(run_dir, tmp_path / "runs")
+    assert [e.complete for e in metrics.epochs(run)] == [None]
+    assert str(metrics.progress(run)) == "1?"
+    run.facts[metrics.STEPS_PER_EPOCH] = 3  # what a run that records its epoch length says
+    assert str(metrics.progress(run)) == "1"
+    run.facts[metrics.STEPS_PER_EPOCH] = 4
+    assert str(metrics.progress(run)) == "0 + 3/4 steps (cut)"
+
+
+def test_the_report_reads_run_files_and_imports_no_model_code() -> None:
+    code = "import sys, scripts.report; print(sorted(m for m in sys.modules if m.startswith('src.models')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

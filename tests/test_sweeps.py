@@ -57,3 +57,5 @@ def test_local_grid_runs_every_point_with_its_own_gpu_and_seed(tmp_path: Path) -
         run_config = yaml.safe_load((tmp_path / "runs" / name / "version_0" / "config.yaml").read_text())
         assert run_config["model"]["lr"] == float(name.split("-")[1][2:])
         assert run_config["seed_everything"] == int(name[-1]) and run_config["wandb"]["group"] == "g"
+    batch = json.loads((tmp_path / "logs" / "provenance.json").read_text())  # the grid's provenance, once
+    assert batch["git/commit"] and batch["command"] and batch["environment"]["versions/torch"]

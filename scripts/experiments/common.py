@@ -6,15 +6,13 @@ turn the base config into that variant. Every run is an ordinary ``python -m src
 """
 
 import argparse
-import os
-import queue
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scripts.runner import run_local
 from src.models.resnet import cifar_depths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,46 +123,6 @@ def command(run: Run, name: str, args: argparse.Namespace, root: Path) -> list[s
             "--trainer.enable_progress_bar=false",
         ]
     return cmd
-
-
-def run_local(
-    cmds: dict[str, list[str]], jobs: int, log_dir: Path, gpus: list[str] | None = None, cwd: Path | None = REPO
-) -> list[tuple[str, int, str | None]]:
-    """``python -m src.cli fit CMD`` per entry, ``jobs`` at a time, each logging to ``log_dir/<name>.log``;
-    with ``gpus`` a running job holds one of them (``CUDA_VISIBLE_DEVICES``) until it ends. Returns
-    (name, exit code, GPU) per run; exits naming the runs that failed."""
-    if gpus and jobs > len(gpus):
-        raise SystemExit(f"error: {jobs} jobs at once need as many GPUs, not {len(gpus)} ({','.join(gpus)})")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    free: queue.Queue[str | None] = queue.Queue()
-    for i in range(jobs):
-        free.put(gpus[i] if gpus else None)
-    log_dir.mkdir(parents=True, exist_ok=True)
-
-    def one(item: tuple[str, list[str]]) -> tuple[str, int, float, str | None]:
-        name, cmd = item
-        gpu = free.get()  # held until this run ends: no two running jobs share a GPU
-        try:
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-            start = time.perf_counter()
-            with open(log_dir / f"{name}.log", "w") as log:
-                command = [sys.executable, "-m", "src.cli", "fit", *cmd]
-                rc = subprocess.call(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-            return name, rc, time.perf_counter() - start, gpu
-        finally:
-            free.put(gpu)
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(one, cmds.items()))
-    for name, rc, seconds, gpu in results:
-        outcome = "ok" if rc == 0 else f"FAILED (exit {rc}), see {log_dir / name}.log"
-        print(f"{name}: {outcome}{'' if gpu is None else f' on GPU {gpu}'} in {seconds:.0f} s")
-    failed = [name for name, rc, _, _ in results if rc]
-    if failed:
-        raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
-    return [(name, rc, gpu) for name, rc, _, gpu in results]
 
 
 def submit(cmds: dict[str, list[str]], args: argparse.Namespace, name: str) -> None:
