@@ -28,7 +28,9 @@ pyver=$("$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "
 venv_ok() { [[ -x .venv/bin/python ]] && .venv/bin/python -c '' 2>/dev/null; }
 
 packages=(dataset-fashion-mnist) # official Fashion-MNIST idx files, offline
-((dev)) && packages+=(slurmctld slurmd slurm-client munge iproute2) # iproute2: the multi-host test cluster
+# iproute2: the multi-host test cluster; g++ and Python's headers: inductor compiles C++ on a CPU
+# (tests/test_scale.py); python3-venv: tests/test_setup.py makes venvs from Debian's python3.
+((dev)) && packages+=(slurmctld slurmd slurm-client munge iproute2 g++ python3-dev python3-venv)
 # Debian/Ubuntu ship venv's ensurepip in a package of its own.
 venv_ok || "$base" -c 'import venv; from ensurepip import bootstrap' 2>/dev/null || packages+=("python$pyver-venv")
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
