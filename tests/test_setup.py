@@ -105,8 +105,12 @@ def test_setup_as_a_user_reuses_the_torch_of_the_python_it_starts_from(user_dir:
     # The new .venv runs the project on the same packages as this one: same digest, nothing off the lock.
     facts = subprocess.run([*view, *as_user(NOBODY, user_dir, [str(venv / "bin/python"), "-m", "src.environment"])],
                            cwd=checkout, capture_output=True, text=True, timeout=300, check=True).stdout  # fmt: skip
-    here = environment.facts()
-    assert f"env/packages: {here['env/packages']}" in facts and "env/off_lock: []" in facts
+    # Both sides from a fresh process in the checkout: the pytest process's cached facts() may date from an
+    # earlier test's sys.path or working directory.
+    here = subprocess.run([str(python), "-m", "src.environment"], cwd=checkout, capture_output=True, text=True,
+                          timeout=300, check=True).stdout  # fmt: skip
+    packages = next(line for line in here.splitlines() if line.startswith("env/packages: "))
+    assert packages in facts and "env/off_lock: []" in facts, f"this .venv:\n{here}\nthe user's .venv:\n{facts}"
     # Once set up, setup.sh reuses .venv.
     again = subprocess.run([*view, *as_user(NOBODY, user_dir, ["bash", "scripts/setup.sh"], PYTHON=str(python))],
                            cwd=checkout, capture_output=True, text=True, timeout=900)  # fmt: skip
