@@ -48,8 +48,8 @@ class LoaderMeasure:
     so each sets its own number of batches per window from a short probe on its first call.
     """
 
-    def __init__(self, loader: Iterable, cuda: bool, window_s: float) -> None:
-        self.loader, self.cuda, self.window_s = loader, cuda, window_s
+    def __init__(self, loader: Iterable, cuda: bool, window_s: float, batch: int = 128) -> None:
+        self.loader, self.cuda, self.window_s, self.batch_size = loader, cuda, window_s, batch
         self.it: Iterator | None = None
         self.steps = 0
 
@@ -65,7 +65,7 @@ class LoaderMeasure:
     def __call__(self, warmup: int, _steps: int) -> float:
         if not self.steps:
             self.steps = 3
-            self.steps = max(3, round(self.window_s * self(1, 0) / BATCH))
+            self.steps = max(3, round(self.window_s * self(1, 0) / self.batch_size))
         for _ in range(warmup):
             self.batch()
         seen, start = 0, time.perf_counter()
@@ -76,7 +76,7 @@ class LoaderMeasure:
         ips = seen / (time.perf_counter() - start)
         workers = getattr(self.loader, "num_workers", 0)
         if workers:  # its workers go on filling the prefetch queue: let them finish before the next window
-            time.sleep(2 * workers * BATCH / ips + 0.1)  # prefetch_factor 2 batches per worker
+            time.sleep(2 * workers * self.batch_size / ips + 0.1)  # prefetch_factor 2 batches per worker
         return ips
 
 
@@ -97,6 +97,13 @@ def datasets() -> list[tuple[str, torch.Tensor, tuple[float, ...], tuple[float, 
 
 
 BATCH = 128
+SECTION = "<!-- section: scripts/bench_imagenet.py -->"
+
+
+def kept_section(out: Path) -> str:
+    """The part of ``out`` that another benchmark writes (from its marker on), kept when this one rewrites it."""
+    text = out.read_text() if out.exists() else ""
+    return "\n" + text[text.index(SECTION) :] if SECTION in text else ""
 
 
 def main() -> None:
@@ -168,7 +175,7 @@ def main() -> None:
         markdown_table(header, rows, numeric=[3]),
         "",
     ]
-    out.write_text("\n".join(lines))
+    out.write_text("\n".join(lines) + kept_section(out))
     print("\n".join(lines))
     for name, recipe_name, ratio in verdicts:
         print(f"{name} {recipe_name}: on_device / DataLoader = {ratio:.2f}x")

@@ -13,7 +13,10 @@ the torchvision convention, the default); or ``train_crop: random_resized`` for 
 later, common RandomResizedCrop recipe. Beyond the paper, for modern recipes ("ResNet strikes back"):
 ``train_size`` (train at a lower resolution than the test's ``crop_size``), ``auto_augment``
 (RandAugment or TrivialAugmentWide after the crop and flip) and ``random_erasing`` (after
-normalising). Eval: resize 256, center 224; ``ten_crop_test`` gives
+normalising). ``train_pipeline: fast`` (the default) decodes only what the crop needs in the
+workers and ships uint8 crops; the rest of the recipe runs batched on the training device
+(``src/data/imagenet_fast.py``); ``per_image`` runs the whole recipe per image in the workers. Both draw
+the same distribution. Eval: resize 256, center 224; ``ten_crop_test`` gives
 ``test`` the paper's 10-crop batches ``[B, 10, C, H, W]`` (average the crops' softmax with
 ``src.models.classifier.multi_crop_probs``).
 """
@@ -37,7 +40,8 @@ from torchvision.transforms import v2
 
 from src.choices import check_choices
 from src.data.batched_augment import check_augmentation, per_image_policy
-from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
+from src.data.common import check_one_batch, per_device_batch, seeded_split
+from src.data.imagenet_fast import CorruptImageError, CropDecoder, DeviceAugment
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +52,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 PCA_EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
 LAYOUT = "expected data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG"
-
-
-class CorruptImageError(OSError):
-    """An image file that PIL cannot decode; the message starts with its path."""
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -101,10 +101,12 @@ class ClassFolder(ImageFolder):
     and is counted in ``skipped``, shared by the DataLoader worker processes.
     """
 
-    def __init__(self, root: Path, classes: list[str], transform: Any, skip_corrupt: bool = False) -> None:
+    def __init__(
+        self, root: Path, classes: list[str], transform: Any, skip_corrupt: bool = False, loader: Any = load_rgb
+    ) -> None:
         self.given_classes = classes
         # allow_empty: a class may have no val images (check_layout already rejected empty folders)
-        super().__init__(str(root), transform=transform, loader=load_rgb, allow_empty=True)
+        super().__init__(str(root), transform=transform, loader=loader, allow_empty=True)
         self.skip_corrupt = skip_corrupt
         self.skipped = multiprocessing.Value("i", 0)
 
@@ -163,6 +165,12 @@ class SubtractImage:
         return x - self.mean
 
 
+def workers_per_process(devices: int = 1) -> int:
+    """This process's share of the usable cores, less one for the training process itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    return max(1, cores // max(1, devices) - 1)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-template"
 
@@ -210,6 +218,7 @@ class ImageNetDataModule(L.LightningDataModule):
         seed: int = 0,
         global_batch_size: int | None = None,
         skip_corrupt: bool = False,
+        train_pipeline: Literal["fast", "per_image"] = "fast",
         num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -251,7 +260,10 @@ class ImageNetDataModule(L.LightningDataModule):
         self.normalize, self.mean_image_samples = normalize, mean_image_samples
         self.mean_image_path = Path(mean_image).expanduser() if mean_image else self._default_mean_image_path()
         self.pixel_mean: torch.Tensor | None = None  # [3, crop, crop], loaded in setup (per_pixel_mean)
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.train_pipeline = train_pipeline
+        self.device_augment: DeviceAugment | None = None  # fast: built in setup, moved to the device once
+        self._aug_generator: tuple[torch.device, int, torch.Generator] | None = None
+        self.num_workers = num_workers  # None: workers_per_process() for the devices of this node
         self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
         self.train_set: ClassFolder | Subset | None = None
         self.val_set: ClassFolder | Subset | None = None
@@ -302,7 +314,7 @@ class ImageNetDataModule(L.LightningDataModule):
         train = self.folder("train", plain)
         idx = self._train_indices(len(train))
         pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(self.seed))[: self.mean_image_samples]
-        loader: DataLoader = DataLoader(Subset(train, idx[pick].tolist()), batch_size=64, num_workers=self.num_workers,
+        loader: DataLoader = DataLoader(Subset(train, idx[pick].tolist()), batch_size=64, num_workers=self.workers(),
                             collate_fn=collate_skipping)  # fmt: skip
         total, count = torch.zeros(3, self.crop_size, self.crop_size, dtype=torch.float64), 0
         for x, _ in loader:
@@ -339,6 +351,48 @@ class ImageNetDataModule(L.LightningDataModule):
             [*crop, v2.RandomHorizontalFlip(), *colour, *to_tensor, *lighting, self._normalization(), *erase]
         )
 
+    def train_folder(self) -> "ClassFolder":
+        """``train/`` with the train recipe: per image (``per_image``) or crop-first uint8 crops (``fast``)."""
+        if self.train_pipeline == "per_image":
+            return self.folder("train", self.train_transform())
+        decoder = CropDecoder(self.train_crop, self.train_size, self.scale_range, self.color_jitter)
+        return ClassFolder(self.root / "train", self.classes, None, self.skip_corrupt, loader=decoder)
+
+    def build_device_augment(self) -> DeviceAugment:
+        """The rest of the train recipe after the crop, flip and colour jitter, for a uint8 batch."""
+        if self.normalize == "per_channel":
+            mean, std = torch.tensor(self.mean).view(3, 1, 1), torch.tensor(self.std).view(3, 1, 1)
+        else:
+            if self.pixel_mean is None:
+                self.pixel_mean = self.load_mean_image()
+            mean, std = self.pixel_mean, torch.ones(1)
+        return DeviceAugment(mean, std, PCA_EIGVAL, PCA_EIGVEC, self.lighting_std, self.auto_augment,
+                             self.randaugment_magnitude, self.random_erasing)  # fmt: skip
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Train batches of the fast pipeline arrive as uint8 crops: finish the recipe on the device."""
+        x, y = batch
+        if x.dtype != torch.uint8:
+            return batch
+        if self.device_augment is None:
+            self.device_augment = self.build_device_augment()
+        return self.device_augment.to(x.device)(x, self._generator(x.device)), y
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """Seeded by (seed, epoch, rank), reseeded each epoch, as ``on_device``'s DeviceLoader."""
+        trainer = self.trainer
+        epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
+        if self._aug_generator is None or self._aug_generator[:2] != (device, epoch):
+            g = torch.Generator(device=device)
+            g.manual_seed((self.seed * 1_000_003 + epoch) * 4096 + rank)
+            self._aug_generator = (device, epoch, g)
+        return self._aug_generator[2]
+
+    def workers(self) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return workers_per_process(self.trainer.num_devices if self.trainer is not None else 1)
+
     def eval_transform(self, ten_crop: bool = False) -> Any:
         if ten_crop:
             return TenCropStack(self.eval_resize, self.crop_size, self._to_tensor())
@@ -350,7 +404,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and (self.train_set is None or self.val_set is None):
             if self.val_size:
                 # The same train/ files twice, with the train and the eval transform, split by index.
-                train = self.folder("train", self.train_transform())
+                train = self.train_folder()
                 if self.val_size >= len(train):
                     raise ValueError(
                         f"val_size={self.val_size} must be smaller than the {len(train)} images of "
@@ -360,7 +414,7 @@ class ImageNetDataModule(L.LightningDataModule):
                 self.train_set = Subset(train, tr.tolist())
                 self.val_set = Subset(self.folder("train", self.eval_transform()), va.tolist())
             else:
-                self.train_set = self.folder("train", self.train_transform())
+                self.train_set = self.train_folder()
                 self.val_set = self.folder("val", self.eval_transform())
         if stage in ("test", "predict", None) and self.test_set is None:
             self.test_set = self.folder("val", self.eval_transform(ten_crop=self.ten_crop_test))
@@ -401,7 +455,8 @@ class ImageNetDataModule(L.LightningDataModule):
     def _loader(self, dataset: ClassFolder | Subset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() has not been called for this stage")
-        workers = self.num_workers
+        workers = self.workers()
+        # Each worker runs torch with one thread (DataLoader sets it) and PIL decodes on one core.
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

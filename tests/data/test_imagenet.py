@@ -40,8 +40,10 @@ def test_shapes_ranges_and_class_index(imagenet_dir: Path) -> None:
     data.setup("fit")
     assert data.train_set is not None and data.val_set is not None
     assert len(data.train_set) == 9 and len(data.val_set) == 3  # 3 of train/'s 12 held out
-    x, y = next(iter(data.train_dataloader()))
-    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+    crops, y = next(iter(data.train_dataloader()))  # the fast pipeline ships uint8 crops ...
+    assert crops.shape == (4, 3, 224, 224) and crops.dtype == torch.uint8 and y.dtype == torch.int64
+    x, y2 = data.on_after_batch_transfer((crops, y), 0)  # ... finished where the batch lands
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and y2 is y
     assert x.min() > LOW - 0.3 and x.max() < HIGH + 0.3  # lighting noise moves values a little
     xv, _ = next(iter(data.val_dataloader()))
     assert xv.shape == (3, 3, 224, 224) and xv.min() >= LOW - 1e-5 and xv.max() <= HIGH + 1e-5
@@ -107,9 +109,10 @@ def test_ten_crop_test_through_the_trainer_scores_the_averaged_prediction(imagen
     assert torch.cat(trainer.predict(model, data.test_dataloader())).shape == (len(labels), 3)
 
 
-def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:
+@pytest.mark.parametrize("pipeline", ["fast", "per_image"])
+def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path, pipeline: str) -> None:
     bad = corrupt_file(imagenet_corrupt_dir)
-    data = dm(imagenet_corrupt_dir, val_size=0)
+    data = dm(imagenet_corrupt_dir, val_size=0, train_pipeline=pipeline)
     data.setup("fit")
     assert data.train_set is not None
     index = [p for p, _ in data.train_set.samples].index(str(bad))
@@ -120,8 +123,12 @@ def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path) -> None:
         list(data.train_dataloader())
 
 
-def test_skip_corrupt_skips_and_counts(imagenet_corrupt_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32, val_size=0)
+@pytest.mark.parametrize("pipeline", ["fast", "per_image"])
+def test_skip_corrupt_skips_and_counts(
+    imagenet_corrupt_dir: Path, caplog: pytest.LogCaptureFixture, pipeline: str
+) -> None:
+    data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32, val_size=0,
+              train_pipeline=pipeline)  # fmt: skip
     data.setup("fit")
     assert data.train_set is not None
     with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
