@@ -86,6 +86,18 @@ def check_tta(tta: dict[str, Any], work: Path) -> None:
     check_epochs_match_the_csv(tta["epochs"], next(work.glob("tta/resnet20/*/metrics.csv")))
 
 
+def check_imagenet_loader(il: dict[str, Any]) -> None:
+    """The loader per worker count and the fit on JPEGs beside synthetic data, each figure from its samples."""
+    assert il["cores"] >= 1 and il["fixture"]["images"] == 34 and il["fixture"]["source"].startswith("scikit-image")
+    assert list(il["loader_ips"]) == ["1"] and min(il["loader_ips"]["1"]) > 0
+    ips = il["fit_ips"]
+    assert set(ips) == {"synthetic on device", "synthetic on device (A/A)", "JPEGs, fast loader, 1 workers"}
+    assert all(len(v) == 2 and min(v) > 0 for v in ips.values())
+    check_floor(il["aa_floor"], ips["synthetic on device"], ips["synthetic on device (A/A)"])
+    real = ips["JPEGs, fast loader, 1 workers"]
+    check_verdict(il["real/synthetic"], real, ips["synthetic on device"], il["aa_floor"])
+
+
 def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
     # No CUDA here: the stage runs its path (the fit with SyncCheck, 9 steps) and says what it could not check.
     assert sync["cuda"] is False and sync["sync"] is None and sync["rc"] == 0
@@ -94,12 +106,12 @@ def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1100)
+@pytest.mark.timeout(1250)
 def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, fmnist_dir: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = [sys.executable, "-m", "scripts.campaign", "run", "--quick", "--out", str(out), "--work", str(work)]
-    cmd += ["--budget", "840", "--data-dir", str(fmnist_dir)]  # ~400 s on a loaded 2-core machine
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1000)
+    cmd += ["--budget", "960", "--data-dir", str(fmnist_dir)]  # ~500 s on a loaded 2-core machine
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
@@ -128,6 +140,7 @@ def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, 
     check_tta(results["tta"]["data"], work)
 
     check_repro(results["repro"]["data"], work)
+    check_imagenet_loader(results["imagenet_loader"]["data"])
 
     comp = results["compile"]["data"]
     assert min(comp["ips"]["compiled"]) > 0 and min(comp["ips"]["eager"]) > 0
@@ -144,6 +157,17 @@ def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, 
     assert not [n for n in names if n.endswith(".ckpt")], "checkpoints must stay behind"
     assert any(n.startswith("repro/report-degradation/figures/") and n.endswith(".png") for n in names)
     assert "repro/report-units/provenance.json" in names
+
+
+def test_imagenet_loader_stage_quick(tmp_path: Path) -> None:
+    """The stage alone in its --quick form (the whole campaign's test is slow): fixture, loader, fits."""
+    args = argparse.Namespace(stage="imagenet_loader", work=tmp_path, deadline=time.time() + 300, quick=True,
+                              data_dir=tmp_path, results=tmp_path / "none.json", repro_epochs=None)  # fmt: skip
+    driver.run_stage(args)
+    saved = json.loads((tmp_path / "imagenet_loader.json").read_text())
+    assert saved["status"] == "ok", saved.get("traceback")
+    check_imagenet_loader(saved["data"])
+    assert "JPEGs / synthetic:" in "\n".join(saved["markdown"])
 
 
 @pytest.mark.slow
