@@ -41,7 +41,15 @@ from torchvision.transforms import v2
 from src.choices import check_choices
 from src.data.batched_augment import check_augmentation, per_image_policy
 from src.data.common import check_one_batch, per_device_batch, seeded_split
-from src.data.imagenet_fast import CorruptImageError, CropDecoder, DeviceAugment
+from src.data.imagenet_fast import (
+    CorruptImageError,
+    CropDecoder,
+    DeviceAugment,
+    JpegBatch,
+    JpegWindow,
+    collate_bytes,
+    decode_crops,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +227,7 @@ class ImageNetDataModule(L.LightningDataModule):
         global_batch_size: int | None = None,
         skip_corrupt: bool = False,
         train_pipeline: Literal["fast", "per_image"] = "fast",
+        decode: Literal["cpu", "gpu"] = "cpu",
         num_workers: int | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -237,6 +246,11 @@ class ImageNetDataModule(L.LightningDataModule):
                 f"{train_size} crop cannot use: set normalize: per_channel or train_size: {crop_size}"
             )
         check_augmentation(random_erasing, randaugment_magnitude)
+        if decode == "gpu" and not torch.cuda.is_available():
+            raise ValueError("decode='gpu' decodes JPEGs with nvJPEG and needs CUDA, which this machine lacks: "
+                             "set decode: cpu")  # fmt: skip
+        if decode == "gpu" and train_pipeline != "fast":
+            raise ValueError(f"decode='gpu' needs train_pipeline='fast' (got {train_pipeline!r})")
         if eval_resize < crop_size:
             raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
         for key, value in dict(
@@ -260,7 +274,8 @@ class ImageNetDataModule(L.LightningDataModule):
         self.normalize, self.mean_image_samples = normalize, mean_image_samples
         self.mean_image_path = Path(mean_image).expanduser() if mean_image else self._default_mean_image_path()
         self.pixel_mean: torch.Tensor | None = None  # [3, crop, crop], loaded in setup (per_pixel_mean)
-        self.train_pipeline = train_pipeline
+        self.train_pipeline, self.decode = train_pipeline, decode
+        self.gpu_fallbacks = 0  # files nvJPEG refused (CMYK, PNG bytes), decoded by PIL instead
         self.device_augment: DeviceAugment | None = None  # fast: built in setup, moved to the device once
         self._aug_generator: tuple[torch.device, int, torch.Generator] | None = None
         self.num_workers = num_workers  # None: workers_per_process() for the devices of this node
@@ -355,7 +370,8 @@ class ImageNetDataModule(L.LightningDataModule):
         """``train/`` with the train recipe: per image (``per_image``) or crop-first uint8 crops (``fast``)."""
         if self.train_pipeline == "per_image":
             return self.folder("train", self.train_transform())
-        decoder = CropDecoder(self.train_crop, self.train_size, self.scale_range, self.color_jitter)
+        kind = JpegWindow if self.decode == "gpu" else CropDecoder
+        decoder = kind(self.train_crop, self.train_size, self.scale_range, self.color_jitter)
         return ClassFolder(self.root / "train", self.classes, None, self.skip_corrupt, loader=decoder)
 
     def build_device_augment(self) -> DeviceAugment:
@@ -368,6 +384,17 @@ class ImageNetDataModule(L.LightningDataModule):
             mean, std = self.pixel_mean, torch.ones(1)
         return DeviceAugment(mean, std, PCA_EIGVAL, PCA_EIGVEC, self.lighting_std, self.auto_augment,
                              self.randaugment_magnitude, self.random_erasing)  # fmt: skip
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``decode: gpu``: the workers sent file bytes and windows; decode and crop them on the device."""
+        if not isinstance(batch, JpegBatch):
+            return batch
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cuda")
+        x, y, fallbacks, skipped = decode_crops(batch, self.train_size, device, self.skip_corrupt)
+        self.gpu_fallbacks += fallbacks
+        if skipped:
+            log.warning("skip_corrupt: skipped %d undecodable images of a batch", skipped)
+        return x, y
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Train batches of the fast pipeline arrive as uint8 crops: finish the recipe on the device."""
@@ -451,6 +478,8 @@ class ImageNetDataModule(L.LightningDataModule):
         skipped = sum(f.skipped.value for f in folders if isinstance(f, ClassFolder))
         if skipped:
             log.warning("skip_corrupt: %d corrupt images were skipped in total", skipped)
+        if self.gpu_fallbacks:
+            log.warning("decode: gpu: %d files were refused by nvJPEG and decoded by PIL", self.gpu_fallbacks)
 
     def _loader(self, dataset: ClassFolder | Subset | None, train: bool) -> DataLoader:
         if dataset is None:
@@ -463,7 +492,7 @@ class ImageNetDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train,
             num_workers=workers,
-            collate_fn=collate_skipping,
+            collate_fn=collate_bytes if train and self.decode == "gpu" else collate_skipping,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,

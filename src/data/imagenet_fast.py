@@ -12,10 +12,12 @@ TrivialAugment on the uint8 batch (``batched_augment``), conversion to float, Al
 normalisation and random erasing, each image with its own draws.
 """
 
+import io
 import math
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop, v2
@@ -145,3 +147,83 @@ class DeviceAugment:
         if self.erasing:  # erased pixels become 0: the mean, once normalised
             x = batched_random_erasing(x, self.erasing, value=0.0, generator=generator)
         return x
+
+
+class JpegWindow(CropDecoder):
+    """``path -> (file bytes, [left, top, right, bottom, flip], path)`` for ``decode: gpu``: the worker reads
+    the header for the size and draws the window and flip as ``CropDecoder`` does; the main process decodes."""
+
+    def decode(self, path: str) -> tuple[torch.Tensor, torch.Tensor, str]:  # type: ignore[override]
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(io.BytesIO(data)) as img:
+            box = self.window(img)
+        flip = float(torch.rand(1) < 0.5)
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor([*box, flip]), path
+
+
+@dataclass
+class JpegBatch:
+    """A batch for ``decode: gpu``: file bytes of many lengths, their windows and flips, paths and labels."""
+
+    data: list[torch.Tensor]
+    params: torch.Tensor  # [B, 5]: left, top, right, bottom, flip
+    paths: list[str]
+    labels: torch.Tensor
+
+
+def collate_bytes(batch: list[Any]) -> JpegBatch:
+    """Bytes stay a list (the main process hands them to the decoder); skipped samples are dropped."""
+    kept = [s for s in batch if s is not None]
+    params = torch.stack([s[0][1] for s in kept])
+    return JpegBatch([s[0][0] for s in kept], params, [s[0][2] for s in kept], torch.tensor([s[1] for s in kept]))
+
+
+def decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """RGB uint8 images; on CUDA with nvJPEG. One function, so that the decoder can follow torchvision's
+    (its image decoders are deprecated from 0.29 in favour of TorchCodec's ``decode_jpeg(..., device=)``)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+
+
+def _pil_rgb(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with Image.open(io.BytesIO(data.numpy().tobytes())) as pil:
+        return torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).to(device)
+
+
+def decode_crops(
+    batch: JpegBatch, size: int, device: torch.device, skip_corrupt: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """The batch as uint8 crops ``[B, 3, size, size]`` on ``device`` and their labels; how many files the
+    device decoder refused (CMYK JPEGs, PNG bytes) and PIL decoded instead; how many were skipped."""
+    from torchvision.transforms.v2 import functional as F
+
+    fallbacks = 0
+    try:
+        images: list[torch.Tensor | None] = list(decode_jpegs(batch.data, device))
+    except RuntimeError:  # one refused file fails the batch call: decode one by one
+        images = []
+        for d, path in zip(batch.data, batch.paths, strict=True):
+            try:
+                images.append(decode_jpegs([d], device)[0])
+                continue
+            except RuntimeError:
+                fallbacks += 1
+            try:
+                images.append(_pil_rgb(d, device))
+            except (OSError, SyntaxError, ValueError) as e:
+                if not skip_corrupt:
+                    raise CorruptImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+                images.append(None)
+    keep = [i for i, image in enumerate(images) if image is not None]
+    crops = []
+    for i in keep:
+        image = images[i]
+        assert image is not None
+        left, top, right, bottom, flip = batch.params[i].tolist()
+        t, lft = round(top), round(left)
+        crop = F.resized_crop(image, t, lft, max(1, round(bottom) - t), max(1, round(right) - lft), [size, size],
+                              antialias=True)  # fmt: skip
+        crops.append(crop.flip(-1) if flip else crop)
+    return torch.stack(crops), batch.labels[keep], fallbacks, len(images) - len(keep)

@@ -12,7 +12,14 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from src.data.imagenet import ClassFolder, CorruptImageError, ImageNetDataModule, workers_per_process
-from src.data.imagenet_fast import CropDecoder, random_resized_window, scale_window
+from src.data.imagenet_fast import (
+    CropDecoder,
+    JpegWindow,
+    collate_bytes,
+    decode_crops,
+    random_resized_window,
+    scale_window,
+)
 from src.data.jpeg_fixture import photo_like, photos, write_tree
 
 
@@ -244,3 +251,34 @@ def test_default_workers_are_the_cores_per_device_less_one() -> None:
     assert workers_per_process(1) == max(1, cores - 1)
     assert workers_per_process(cores) == 1  # never none
     assert workers_per_process(max(1, cores // 2)) == max(1, cores // max(1, cores // 2) - 1)
+
+
+def test_gpu_decode_is_refused_without_cuda_in_one_line(photo_tree: Path) -> None:
+    if torch.cuda.is_available():
+        assert ImageNetDataModule(data_dir=str(photo_tree), decode="gpu").decode == "gpu"
+        return
+    with pytest.raises(ValueError, match=r"^decode='gpu' decodes JPEGs with nvJPEG and needs CUDA.*set decode: cpu$"):
+        ImageNetDataModule(data_dir=str(photo_tree), decode="gpu")
+
+
+def test_gpu_decode_path_on_cpu_crops_what_the_cpu_path_crops(photo_jpegs: list[Path]) -> None:
+    """decode: gpu's batch path with the CPU as the device: the same windows and flips, pixels close."""
+    window, decoder = JpegWindow("scale", 224), CropDecoder("scale", 224, draft=False)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        samples = [(window(str(p)), 0) for p in photo_jpegs]
+        torch.manual_seed(seed)
+        want = torch.stack([decoder(str(p)) for p in photo_jpegs])
+        got, labels, fallbacks, skipped = decode_crops(collate_bytes(samples), 224, torch.device("cpu"))
+        assert got.shape == want.shape and (fallbacks, skipped, labels.tolist()) == (0, 0, [0] * len(photo_jpegs))
+        assert (got.float() - want.float()).abs().mean() < 2.0
+
+
+def test_gpu_decode_falls_back_for_refused_files_and_names_broken_ones(bad_tree: Path) -> None:
+    folder = bad_tree / "train" / "n00000000"
+    window = JpegWindow("scale", 224)
+    samples = [(window(str(folder / name)), 1) for name in (CMYK, GREY, PNG)]
+    x, y, fallbacks, skipped = decode_crops(collate_bytes(samples), 224, torch.device("cpu"))
+    assert x.shape == (3, 3, 224, 224) and y.tolist() == [1, 1, 1] and fallbacks >= 1 and skipped == 0  # the PNG
+    with pytest.raises(CorruptImageError, match=f"{EMPTY}: cannot decode image"):
+        window(str(folder / EMPTY))  # the worker reads the header: an empty file fails there, named
