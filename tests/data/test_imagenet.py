@@ -185,6 +185,9 @@ SMALL = [
     "--data.init_args.global_batch_size=2", "--data.init_args.num_workers=0", "--trainer.max_steps=2",
     "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
     "--test_after_fit=false", "--data.init_args.val_size=3",
+    # the paper's lr 0.1 at batch 2 sends ResNet-152 to NaN on some seeds' draws (either train pipeline):
+    # these tests check the configs' path, not their training
+    "--model.lr=0.01",
 ]  # fmt: skip
 
 
