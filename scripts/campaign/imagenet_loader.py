@@ -10,7 +10,7 @@ from typing import Any
 from scripts.campaign.common import Box, Context, StageResult
 from src.markdown import markdown_table
 
-BOX = Box(gpu=170, quick=120, min_gpu=60, min_quick=30)
+BOX = Box(gpu=170, quick=150, min_gpu=60, min_quick=30)
 
 
 def run(ctx: Context) -> StageResult:
@@ -29,10 +29,10 @@ def run(ctx: Context) -> StageResult:
     t0 = time.perf_counter()
     fixture = write_tree(root, *((2, 16, 1) if ctx.quick else (10, 120, 1)))
     fixture["write_s"] = round(time.perf_counter() - t0, 1)
-    # --quick: the stage's path at CPU cost (32-pixel crops, ResNet-18, no workers beyond one)
+    # --quick: the stage's path at CPU cost (32-pixel crops, ResNet-18, the fit's loader in the main process)
     image, batch, window, repeats = (32, 8, 0.3, 2) if ctx.quick else (224, 256, 3.0, 3)
     size = {"crop_size": image, "scale_range": (36, 48), "eval_resize": 36} if ctx.quick else {}
-    default_workers = 1 if ctx.quick else workers_per_process(1)
+    default_workers = 0 if ctx.quick else workers_per_process(1)
 
     def loader_data(workers: int) -> ImageNetDataModule:
         dm = ImageNetDataModule(data_dir=str(root), batch_size=batch, val_size=0, num_workers=workers, **size)  # type: ignore[arg-type]

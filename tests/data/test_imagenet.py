@@ -181,13 +181,12 @@ def test_class_mapping_mismatch_on_resume_is_refused(imagenet_dir: Path) -> None
 # --- configs ------------------------------------------------------------------------------
 
 SMALL = [
-    "--data.init_args.crop_size=32", "--data.init_args.scale_range=[36, 48]", "--data.init_args.eval_resize=36",
+    # 64-pixel crops: at 32 ResNet-152's last stage is 1x1 and its batch norm, over 2 values, overflows the
+    # running variance within two steps on some seeds' draws (either train pipeline)
+    "--data.init_args.crop_size=64", "--data.init_args.scale_range=[72, 96]", "--data.init_args.eval_resize=72",
     "--data.init_args.global_batch_size=2", "--data.init_args.num_workers=0", "--trainer.max_steps=2",
     "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.enable_progress_bar=false",
     "--test_after_fit=false", "--data.init_args.val_size=3",
-    # the paper's lr 0.1 at batch 2 sends ResNet-152 to NaN on some seeds' draws (either train pipeline):
-    # these tests check the configs' path, not their training
-    "--model.lr=0.01",
 ]  # fmt: skip
 
 
