@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import SGD, AdamW
 from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
-from torchmetrics import MetricCollection
-from torchmetrics.aggregation import MeanMetric
+from torchmetrics import Metric
 from torchvision.transforms import v2
 
 from src.choices import check_choices
@@ -53,25 +52,37 @@ class LRFactor:
         return factor
 
 
-class TopKHits(MeanMetric):
-    """Top-k accuracy (a fraction): the mean over samples of "the label is among the k highest scores".
+class TopKAccuracy(Metric):
+    """Top-k accuracies (fractions) for several k at once: per k, the mean over samples of "the label is
+    among the k highest scores".
 
-    Equal to torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")`` (tested), without its host
-    syncs: for k > 1 that one checks its one-hot input with ``.item()`` twice per update, each a wait for
-    the GPU to drain. MeanMetric keeps the sum and the count on the device and all-reduces them across
-    DDP ranks in ``compute()``.
+    Each equal to torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")`` (tested), without its host
+    syncs (for k > 1 it checks its one-hot input with ``.item()`` twice per update, each a wait for the GPU
+    to drain), and one update for all k: one ``topk`` and one pass through torchmetrics' update wrapper,
+    whose Python costs more per step on the host than a small network's kernels. The counts stay on the
+    device and are all-reduced across DDP ranks in ``compute()``.
     """
 
-    def __init__(self, k: int) -> None:
-        super().__init__()  # MeanMetric's NaN check is in its update, which this one replaces
-        self.k = k
+    full_state_update = False
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
-        hits = (preds.topk(self.k, dim=-1).indices == target.unsqueeze(-1)).any(dim=-1)
+    def __init__(self, ks: Sequence[int]) -> None:
+        super().__init__()
+        self.ks = tuple(ks)
+        self.add_state("hits", torch.zeros(len(self.ks), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        k = min(max(self.ks), preds.shape[-1])
+        # found[:, j]: the label is among the j + 1 highest scores
+        found = (preds.topk(k, dim=-1).indices == target.unsqueeze(-1)).cumsum(dim=-1) > 0
+        hits = found[:, [min(k, kk) - 1 for kk in self.ks]].sum(dim=0)
         # Out of place: a state reset inside `validate` (inference mode) is an inference tensor, which
-        # MeanMetric's in-place `+=` would refuse to update in `fit`'s validation (no_grad).
-        self.mean_value = self.mean_value + hits.sum()
-        self.weight = self.weight + hits.numel()
+        # an in-place `+=` would refuse to update in `fit`'s validation (no_grad).
+        self.hits = self.hits + hits
+        self.total = self.total + target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.hits.float() / self.total.clamp_min(1)
 
 
 def multi_crop_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -169,10 +180,9 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"net {type(net).__name__} has no nn.Linear 'fc' head to read num_classes from")
         self.num_classes = fc.out_features
         topk = {"acc1": 1, "acc5": 5} if self.num_classes > 5 else {"acc1": 1}
-        # No compute groups: torchmetrics would merge acc1 and acc5 whenever their states happen to match
-        # after the first update (two MeanMetrics), and report one number for both from then on.
-        metrics = MetricCollection({name: TopKHits(k) for name, k in topk.items()}, compute_groups=False)
-        # One collection per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
+        self.metric_names = list(topk)
+        metrics = TopKAccuracy(list(topk.values()))
+        # One metric per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
         self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone() for _ in STAGES)
         # Batch mixing (torchvision's v2 MixUp/CutMix: one draw per batch, as in the papers and
         # torchvision's reference scripts); with both, each batch picks one of them.
@@ -182,8 +192,10 @@ class ImageClassifier(L.LightningModule):
         if cutmix_alpha > 0:
             mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=self.num_classes))
         self.mix: nn.Module | None = v2.RandomChoice(mixers) if mixers else None
+        self._train_loss: torch.Tensor | None = None  # [sum of loss x batch size, images] of this epoch
+        self._logged_train_step = False
 
-    def stage_metrics(self, stage: str) -> MetricCollection:
+    def stage_metrics(self, stage: str) -> TopKAccuracy:
         return getattr(self, f"{stage}_metrics")
 
     def configure_model(self) -> None:
@@ -220,9 +232,28 @@ class ImageClassifier(L.LightningModule):
             else:
                 loss = F.cross_entropy(logits.float(), target)
         self.stage_metrics(stage).update(logits.detach(), y)
-        train = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train)
+        if stage == "train":
+            self._log_train_loss(loss, y.shape[0])
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         return loss
+
+    def _log_train_loss(self, loss: torch.Tensor, n: int) -> None:
+        """``train/loss`` at the steps the loggers write (and a fit's first), ``train/loss_epoch`` at the end.
+
+        ``self.log`` costs about half a millisecond of Python per call on the host (Lightning moves its
+        result entry to the value's device at every call), as much as a small network's whole step. The
+        epoch's mean is summed on the device instead, weighted by batch size as Lightning's would be.
+        """
+        weighted = loss.detach().float() * n
+        if self._train_loss is None or self._train_loss.device != loss.device:
+            self._train_loss = torch.zeros(2, device=loss.device)
+        self._train_loss = self._train_loss + torch.stack([weighted, weighted.new_tensor(n)])
+        if self._trainer is None:  # a bare call of the step: nothing to log to
+            return
+        if self._trainer._logger_connector.should_update_logs or not self._logged_train_step:
+            self._logged_train_step = True
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -254,15 +285,25 @@ class ImageClassifier(L.LightningModule):
         metrics = self.stage_metrics(stage)
         # An epoch that a resume re-enters after its last batch (the checkpoint was saved at its end)
         # sees no batch here: logging it would repeat the epoch with accuracy 0 (error 100).
-        if all(m.update_count == 0 for m in metrics.values()):
+        if metrics.update_count == 0:
             return
         values = metrics.compute()
-        self.stage_metrics(stage).reset()
-        for name, acc in values.items():
+        metrics.reset()
+        for name, acc in zip(self.metric_names, values, strict=True):
             self.log(f"{stage}/{name}", 100 * acc, prog_bar=stage == "val" and name == "acc1")
             self.log(f"{stage}/err{name[3:]}", 100 * (1 - acc), prog_bar=stage == "val" and name == "acc1")
 
+    def on_train_epoch_start(self) -> None:
+        self._train_loss = None
+
+    def on_train_start(self) -> None:
+        self._logged_train_step = False
+
     def on_train_epoch_end(self) -> None:
+        if self._train_loss is not None:
+            total, count = self._train_loss
+            self.log("train/loss_epoch", total / count)
+            self._train_loss = None
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
