@@ -19,6 +19,7 @@ scheduler, the optimizer step and Lightning's per-step logging are each wrapped 
 import argparse
 import functools
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -158,6 +159,61 @@ def breakdown(build: Callable[[], nn.Module], data: SyntheticDataModule, warmup:
     return out
 
 
+# ---------------------------------------------------------------- compile, cold and warm
+
+
+class FirstStep(Callback):
+    """Wall time of the first training step (where torch.compile compiles forward and backward)."""
+
+    def __init__(self) -> None:
+        self.t0, self.seconds = 0.0, float("nan")
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == 0:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == 1:
+            self.seconds = time.perf_counter() - self.t0
+
+
+def compile_probe(root: str, net: str) -> dict[str, Any]:
+    """One process's compiled fit of 2 steps with its compile cache under ``root``: the first step's time
+    and inductor's and AOTAutograd's cache counters (hits mean the artefacts of an earlier process were used)."""
+    from torch._dynamo.utils import counters
+
+    build = TinyNet if net == "tiny" else lambda: R.cifar_resnet(20, in_channels=1)
+    spec = shapes(True)[net]["data"]
+    data = SyntheticDataModule(**spec, train_size=spec["batch_size"] * 4, on_device=True)
+    first = FirstStep()
+    trainer = L.Trainer(
+        accelerator="auto", devices=1, max_steps=2, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=root, callbacks=[first],
+    )  # fmt: skip
+    trainer.fit(ImageClassifier(build(), schedule="constant", compile=True), data)
+    found = {k: v for group in ("inductor", "aot_autograd") for k, v in counters[group].items() if "cache" in k}
+    return {"first_step_s": first.seconds, "counters": found}
+
+
+def cold_warm(net: str, repeats: int) -> dict[str, list[float]]:
+    """First-step seconds of a compiled fit in a fresh process: cold (empty cache) and warm (the cold one's
+    cache), interleaved; each repeat a new cache directory."""
+    import subprocess
+
+    times: dict[str, list[float]] = {"cold": [], "warm": []}
+    for _ in range(repeats):
+        root = tempfile.mkdtemp(prefix="compile_cache_")
+        for kind in times:
+            cmd = [sys.executable, __file__, "--compile-probe", root, "--shapes", net]
+            env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+            probe = json.loads(out.strip().splitlines()[-1])
+            print(f"compile {net} {kind}: {probe}", flush=True)
+            times[kind].append(probe["first_step_s"])
+    return times
+
+
 # ---------------------------------------------------------------- the benchmark
 
 
@@ -225,9 +281,14 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=["tiny", "resnet20"])
     parser.add_argument("--quick", action="store_true", help="short windows, 2 repeats (the tests)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared CPU)")
+    parser.add_argument("--compile", type=int, default=0, metavar="N", help="N cold/warm compile pairs per shape")
+    parser.add_argument("--compile-probe", metavar="ROOT", help=argparse.SUPPRESS)  # one process of cold_warm
     args = parser.parse_args()
     device = setup_torch()
     torch.set_num_threads(args.threads)
+    if args.compile_probe:
+        print(json.dumps(compile_probe(args.compile_probe, args.shapes[0])))
+        return
     repeats = 2 if args.quick else args.repeats
     out = Path(args.out)
     made = provenance.write(
@@ -235,7 +296,9 @@ def main() -> None:
     )
     start = time.perf_counter()
     specs = shapes(args.quick)
-    results = {name: measure(name, specs[name], repeats, 3, device) for name in args.shapes}
+    results = {name: measure(name, specs[name], repeats, 3, device) for name in args.shapes if repeats}
+    for name in args.shapes if args.compile else []:
+        results.setdefault(name, {"what": specs[name]["what"]})["compile_s"] = cold_warm(name, args.compile)
     raw = json.loads(out.read_text()) if out.exists() else {}
     raw[args.label] = {
         "command": made["command"],
@@ -247,6 +310,8 @@ def main() -> None:
     }
     out.write_text(json.dumps(raw, indent=1) + "\n")
     for name, r in results.items():
+        if "overhead_ms" not in r:
+            continue
         med = {k: statistics.median(v) for k, v in r["overhead_ms"].items()}
         print(f"{name}: bare {statistics.median(r['ms_per_step']['bare']):.3f} ms/step; overhead {med}")
 

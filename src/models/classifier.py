@@ -2,9 +2,11 @@
 
 import importlib.util
 import math
+import os
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -20,6 +22,27 @@ from src.choices import check_choices
 from src.models.checkpoint_fit import check_checkpoint_fits
 
 STAGES = ("train", "val", "test")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+
+
+def use_compile_cache(configured: str | None, root_dir: str | os.PathLike) -> Path:
+    """Point inductor's caches (FX graphs, AOTAutograd, Triton kernels) at a directory that outlives the process.
+
+    Inductor's default is ``/tmp/torchinductor_<user>``: node-local and wiped with the job, so every
+    requeued segment and every rerun compiled from scratch. ``configured`` (``model.compile_cache``, a
+    directory several runs may share), else ``$TORCHINDUCTOR_CACHE_DIR`` when set before the run, else
+    ``<trainer.default_root_dir>/compile_cache`` (the run directory, shared by its segments). Triton's
+    cache follows unless ``$TRITON_CACHE_DIR`` is set.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # Importing Lightning sets the variable to inductor's default: only another value is the user's.
+    user = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    user = None if user is None or Path(user).resolve() == Path(default_cache_dir()).resolve() else user
+    path = Path(configured or user or Path(root_dir) / "compile_cache").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)  # read by inductor at each cache access
+    return path
 
 
 @dataclass
@@ -115,7 +138,10 @@ class ImageClassifier(L.LightningModule):
 
     Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
     ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
-    ``compile`` compiles the network in place with torch.compile.
+    ``compile`` compiles the network in place with torch.compile, in ``compile_mode`` (``reduce-overhead``:
+    CUDA graphs of forward and backward for small, host-bound nets on a GPU; evaluation runs eager), its
+    artefacts cached in ``compile_cache`` (see ``use_compile_cache``) so that reruns and requeued segments
+    reuse them.
 
     Loading a checkpoint whose network arguments differ from ``net``'s (another ``unit`` or
     ``shortcut`` with the same tensor shapes) is refused, naming the arguments, unless
@@ -148,6 +174,8 @@ class ImageClassifier(L.LightningModule):
         base_batch_size: int = 256,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
+        compile_cache: str | None = None,
         allow_net_change: bool = False,
     ) -> None:
         super().__init__()
@@ -171,6 +199,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"milestones={list(milestones)} must be increasing")
         if base_batch_size <= 0:
             raise ValueError(f"base_batch_size={base_batch_size} must be positive")
+        if compile_mode != "default" and not compile:
+            raise ValueError(f"compile_mode={compile_mode!r} applies to a compiled network: set compile: true")
         self.save_hyperparameters()
         # Before DDP wraps the net (torch#47163); inputs follow in forward().
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -202,11 +232,24 @@ class ImageClassifier(L.LightningModule):
         # nn.Module.compile() compiles in place, so state_dict keys (and checkpoints) stay
         # those of the plain net, unlike `self.net = torch.compile(self.net)` (PL#20233).
         if self.hparams["compile"] and not getattr(self, "_compiled", False):
-            self.net.compile()
+            mode = self.hparams.get("compile_mode", "default")
+            device = self.trainer.strategy.root_device
+            if mode in CUDA_GRAPH_MODES and device.type != "cuda":
+                raise ValueError(
+                    f"model.compile_mode={mode!r} captures CUDA graphs, which need a CUDA device, and this run "
+                    f"trains on {device.type}: set trainer.accelerator=gpu or compile_mode: default"
+                )
+            use_compile_cache(self.hparams.get("compile_cache"), self.trainer.default_root_dir)
+            self.net.compile(mode=None if mode == "default" else mode)
             self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format))
+        x = x.contiguous(memory_format=self.memory_format)
+        if not self.training and self.hparams.get("compile_mode", "default") in CUDA_GRAPH_MODES:
+            # Evaluation outside the graphs: its last batch is smaller, and each new shape (and eval-mode
+            # BN) would record graphs of its own. nn.Module.compile() compiles __call__, not forward.
+            return self.net.forward(x)
+        return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -256,6 +299,9 @@ class ImageClassifier(L.LightningModule):
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hparams.get("compile_mode", "default") in CUDA_GRAPH_MODES:
+            # A new iteration: the graphs' outputs of the last step may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -287,7 +333,7 @@ class ImageClassifier(L.LightningModule):
         # sees no batch here: logging it would repeat the epoch with accuracy 0 (error 100).
         if metrics.update_count == 0:
             return
-        values = metrics.compute()
+        values = metrics.compute().reshape(-1)  # torchmetrics squeezes a one-k result to 0-d
         metrics.reset()
         for name, acc in zip(self.metric_names, values, strict=True):
             self.log(f"{stage}/{name}", 100 * acc, prog_bar=stage == "val" and name == "acc1")
