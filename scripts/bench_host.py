@@ -300,13 +300,14 @@ def main() -> None:
     for name in args.shapes if args.compile else []:
         results.setdefault(name, {"what": specs[name]["what"]})["compile_s"] = cold_warm(name, args.compile)
     raw = json.loads(out.read_text()) if out.exists() else {}
-    raw[args.label] = {
+    entry = raw.setdefault(args.label, {"shapes": {}})
+    entry["shapes"] |= results  # the shapes of an earlier call under this label stay
+    entry |= {
         "command": made["command"],
         "provenance": f"{out.stem}.{args.label}.provenance.json",
         "summary": provenance.summary(made),
         "threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - start),
-        "shapes": results,
     }
     out.write_text(json.dumps(raw, indent=1) + "\n")
     for name, r in results.items():
