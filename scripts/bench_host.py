@@ -18,14 +18,17 @@ scheduler, the optimizer step and Lightning's per-step logging are each wrapped 
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +62,35 @@ class TinyNet(nn.Module):
         return self.fc(self.body(x).mean(dim=(2, 3)))
 
 
-def run_callbacks(folder: Path) -> tuple[list[Callback], CSVLogger]:
+@dataclass(frozen=True)
+class Code:
+    """The per-step code under test: this checkout's, or a baseline commit's (``--baseline``)."""
+
+    name: str = "this checkout"
+    classifier: type = ImageClassifier
+    finite_loss: type = FiniteLoss
+
+
+def baseline(rev: str) -> Code:
+    """ImageClassifier and FiniteLoss as they were at ``rev``, loaded beside this checkout's: the before and
+    after of a change measured interleaved in one process (separate runs on a shared CPU drift apart)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench_host_baseline_"))
+    mods = {}
+    for name, path in (("classifier", "src/models/classifier.py"), ("callbacks", "src/callbacks.py")):
+        show = ["git", "show", f"{rev}:{path}"]
+        (folder / f"baseline_{name}.py").write_text(
+            subprocess.run(show, capture_output=True, text=True, check=True).stdout
+        )
+        spec = importlib.util.spec_from_file_location(f"baseline_{name}", folder / f"baseline_{name}.py")
+        assert spec is not None and spec.loader is not None
+        mods[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mods[name])
+    return Code(f"baseline {rev}", mods["classifier"].ImageClassifier, mods["callbacks"].FiniteLoss)
+
+
+def run_callbacks(folder: Path, code: Code = Code()) -> tuple[list[Callback], CSVLogger]:
     """What ``src.cli`` puts in every run (text progress: stdout is a file in a job), and its CSV logger."""
-    callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState()]
+    callbacks: list[Callback] = [LearningRateMonitor(logging_interval="step"), code.finite_loss(), ResumeState()]
     callbacks += [StartGuard(), RunFacts("bench_host"), TextProgress()]
     callbacks.append(Preemption(requeue=False, checkpoint_dir=folder))
     return callbacks, CSVLogger(folder, name="bench_host")
@@ -73,16 +102,23 @@ class Fit:
     ``timers``: wrap the per-step pieces in timers (the breakdown); the timed window then includes their cost.
     """
 
-    def __init__(self, net: nn.Module, data: SyntheticDataModule, as_run: bool, timers: "Timers | None" = None):
-        self.model = ImageClassifier(net, schedule="constant")
+    def __init__(
+        self,
+        net: nn.Module,
+        data: SyntheticDataModule,
+        as_run: bool,
+        timers: "Timers | None" = None,
+        code: Code = Code(),
+    ) -> None:
+        self.model = code.classifier(net, schedule="constant")
         self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.data, self.as_run, self.timers = data, as_run, timers
+        self.data, self.as_run, self.timers, self.code = data, as_run, timers, code
         self.folder = Path(tempfile.mkdtemp(prefix="bench_host_"))
 
     def __call__(self, warmup: int, steps: int) -> float:
         self.model.load_state_dict(self.initial)
         timer = WindowTimer(warmup, steps)
-        callbacks, logger = run_callbacks(self.folder) if self.as_run else ([], None)
+        callbacks, logger = run_callbacks(self.folder, self.code) if self.as_run else ([], None)
         trainer = L.Trainer(
             accelerator="cpu" if self.model.device.type == "cpu" else "gpu",
             devices=1,
@@ -129,7 +165,7 @@ class Timers:
     def attach(self, trainer: L.Trainer, model: ImageClassifier, callbacks: list[Callback], warmup: int) -> None:
         self.trainer, self.warmup = trainer, warmup
         hooks = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward")
-        hooks += ("on_before_optimizer_step", "on_before_zero_grad")
+        hooks += ("on_before_optimizer_step", "on_before_zero_grad")  # type: ignore[assignment]
         for cb in callbacks:
             for hook in hooks:
                 if getattr(type(cb), hook) is not getattr(Callback, hook):  # only the hooks it implements
@@ -146,10 +182,12 @@ class Timers:
         return {k: 1e6 * v / steps for k, v in sorted(self.total.items(), key=lambda kv: -kv[1])}
 
 
-def breakdown(build: Callable[[], nn.Module], data: SyntheticDataModule, warmup: int, steps: int) -> dict[str, float]:
+def breakdown(
+    build: Callable[[], nn.Module], data: SyntheticDataModule, warmup: int, steps: int, code: Code = Code()
+) -> dict[str, float]:
     """µs per step of each per-step item of ``fit, as run`` (one fit, timers on), and the step itself."""
     timers = Timers()
-    fit = Fit(build(), data, as_run=True, timers=timers)
+    fit = Fit(build(), data, as_run=True, timers=timers, code=code)
     fit(warmup, 3)  # the first fit pays one-off setup (RunFacts' facts, the logger's files)
     timers.total.clear()
     ms = fit(warmup, steps)
@@ -182,16 +220,21 @@ def compile_probe(root: str, net: str) -> dict[str, Any]:
     and inductor's and AOTAutograd's cache counters (hits mean the artefacts of an earlier process were used)."""
     from torch._dynamo.utils import counters
 
-    build = TinyNet if net == "tiny" else lambda: R.cifar_resnet(20, in_channels=1)
-    spec = shapes(True)[net]["data"]
+    gpu = torch.cuda.is_available()
+    if net == "resnet50":  # the campaign's (GPU): as its throughput stage trains it
+        build: Callable[[], nn.Module] = R.resnet50
+        spec: dict[str, Any] = dict(num_classes=1000, in_channels=3, image_size=224, batch_size=128)
+    else:
+        build = TinyNet if net == "tiny" else lambda: R.cifar_resnet(20, in_channels=1)
+        spec = shapes(True)[net]["data"]
     data = SyntheticDataModule(**spec, train_size=spec["batch_size"] * 4, on_device=True)
     first = FirstStep()
     trainer = L.Trainer(
         accelerator="auto", devices=1, max_steps=2, limit_val_batches=0, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=root, callbacks=[first],
+        default_root_dir=root, callbacks=[first], precision="bf16-mixed" if gpu else "32-true",
     )  # fmt: skip
-    trainer.fit(ImageClassifier(build(), schedule="constant", compile=True), data)
+    trainer.fit(ImageClassifier(build(), schedule="constant", compile=True, channels_last=gpu), data)
     found = {k: v for group in ("inductor", "aot_autograd") for k, v in counters[group].items() if "cache" in k}
     return {"first_step_s": first.seconds, "counters": found}
 
@@ -199,8 +242,6 @@ def compile_probe(root: str, net: str) -> dict[str, Any]:
 def cold_warm(net: str, repeats: int) -> dict[str, list[float]]:
     """First-step seconds of a compiled fit in a fresh process: cold (empty cache) and warm (the cold one's
     cache), interleaved; each repeat a new cache directory."""
-    import subprocess
-
     times: dict[str, list[float]] = {"cold": [], "warm": []}
     for _ in range(repeats):
         root = tempfile.mkdtemp(prefix="compile_cache_")
@@ -235,7 +276,9 @@ def shapes(quick: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def measure(name: str, spec: dict[str, Any], repeats: int, warmup: int, device: torch.device) -> dict[str, Any]:
+def measure(
+    name: str, spec: dict[str, Any], repeats: int, warmup: int, device: torch.device, base: Code | None
+) -> dict[str, Any]:
     data_args = dict(spec["data"])
     batch = data_args["batch_size"]
     steps_hint = 1000  # an epoch far longer than any window: no epoch boundary inside one
@@ -248,12 +291,14 @@ def measure(name: str, spec: dict[str, Any], repeats: int, warmup: int, device: 
     def ms(loop: BareLoop) -> Callable[[int, int], float]:
         return lambda w, n: 1000 * batch / loop(w, n)  # images/s -> ms per step
 
-    fns = {
+    fns: dict[str, Callable[[int, int], float]] = {
         "bare": ms(bare),
         "bare (A/A)": ms(BareLoop(spec["build"](), device_batches(data, device), s, device, batch)),
         "fit, plain": Fit(spec["build"](), data, as_run=False),
         "fit, as run": Fit(spec["build"](), data, as_run=True),
     }
+    if base is not None:
+        fns[f"fit, as run, {base.name}"] = Fit(spec["build"](), data, as_run=True, code=base)
     samples = interleaved(repeats, fns, warmup, steps)
     print(f"{name}: {samples}", flush=True)
     # aa_floor works on rates: the largest |ratio - 1| of the two bare loops
@@ -261,6 +306,7 @@ def measure(name: str, spec: dict[str, Any], repeats: int, warmup: int, device: 
     bare_ms = samples["bare"]
     overhead = {k: [f - b for f, b in zip(samples[k], bare_ms, strict=True)] for k in fns if k.startswith("fit")}
     items = breakdown(spec["build"], data, warmup, steps)
+    base_items = breakdown(spec["build"], data, warmup, steps, base) if base is not None else None
     print(f"{name} breakdown (µs/step): {json.dumps(items, indent=1)}", flush=True)
     return {
         "what": spec["what"],
@@ -270,6 +316,8 @@ def measure(name: str, spec: dict[str, Any], repeats: int, warmup: int, device: 
         "overhead_ms": overhead,
         "aa_floor": floor,
         "breakdown_us": items,
+        "baseline": base.name if base is not None else None,
+        "baseline_breakdown_us": base_items,
     }
 
 
@@ -281,6 +329,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=["tiny", "resnet20"])
     parser.add_argument("--quick", action="store_true", help="short windows, 2 repeats (the tests)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared CPU)")
+    parser.add_argument("--baseline", metavar="REV", help="also time the classifier and FiniteLoss of commit REV")
     parser.add_argument("--compile", type=int, default=0, metavar="N", help="N cold/warm compile pairs per shape")
     parser.add_argument("--compile-probe", metavar="ROOT", help=argparse.SUPPRESS)  # one process of cold_warm
     args = parser.parse_args()
@@ -296,7 +345,8 @@ def main() -> None:
     )
     start = time.perf_counter()
     specs = shapes(args.quick)
-    results = {name: measure(name, specs[name], repeats, 3, device) for name in args.shapes if repeats}
+    base = baseline(args.baseline) if args.baseline else None
+    results = {name: measure(name, specs[name], repeats, 3, device, base) for name in args.shapes if repeats}
     for name in args.shapes if args.compile else []:
         results.setdefault(name, {"what": specs[name]["what"]})["compile_s"] = cold_warm(name, args.compile)
     raw = json.loads(out.read_text()) if out.exists() else {}

@@ -87,6 +87,8 @@ class TopKAccuracy(Metric):
     """
 
     full_state_update = False
+    hits: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, ks: Sequence[int]) -> None:
         super().__init__()

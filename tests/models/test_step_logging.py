@@ -39,7 +39,7 @@ def test_epoch_loss_is_the_batch_weighted_mean_and_step_loss_is_logged_at_logger
     )  # fmt: skip
     net = ResNet(depths=[1], widths=[8], stem="cifar", num_classes=10)
     trainer.fit(ImageClassifier(net, lr=0.05, schedule="constant"), data)
-    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    rows = list(csv.DictReader((Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()))
     epoch_means = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
     expected = [sum(loss * n for loss, n in e) / sum(n for _, n in e) for e in losses.epochs]
     assert [len(e) for e in losses.epochs] == [7, 7] and losses.epochs[0][-1][1] == 4
