@@ -252,18 +252,15 @@ def cpu_units(report: str) -> str:
 # ---------------------------------------------------------------- renderers: scripts/bench_host.py
 
 
-def _stat(values: list[float], digits: int) -> str:
+def _stat(values: list[float], digits: int) -> str:  # median (min-max)
     return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def _host(path: str, label: str) -> dict:
-    raw = json.loads((REPO / path).read_text())
-    if label not in raw:
-        raise KeyError(f"{path} has no measurement {label!r} (it has {', '.join(raw)})")
-    return raw[label]
+    return json.loads((REPO / path).read_text())[label]  # scripts/bench_host.py --label LABEL
 
 
-def host_steps(path: str, label: str) -> str:
+def host_steps(path: str, label: str = "after") -> str:
     """ms per step of each loop (median (min-max)) and the fits' overhead over the bare loop, per shape."""
     body = []
     for shape in _host(path, label)["shapes"].values():
@@ -279,7 +276,11 @@ def host_steps(path: str, label: str) -> str:
     return markdown_table(header, body, numeric={2, 3, 4})
 
 
-def host_breakdown(path: str, label: str, shape: str) -> str:
+def host_steps_before(path: str) -> str:  # the first measurement, before the changes
+    return host_steps(path, "before")
+
+
+def host_breakdown(path: str, label: str = "after", shape: str = "tiny") -> str:
     """µs per step of each item of ``fit, as run``: the baseline commit's code and this one's, one process."""
     data = _host(path, label)["shapes"][shape]
     after, before = data["breakdown_us"], data.get("baseline_breakdown_us") or {}
@@ -288,7 +289,7 @@ def host_breakdown(path: str, label: str, shape: str) -> str:
     return markdown_table(["item (µs per step)", data.get("baseline") or "before", "this code"], body, numeric={1, 2})
 
 
-def host_compile(path: str, label: str) -> str:
+def host_compile(path: str, label: str = "compile") -> str:
     """Seconds of a compiled fit's first step in a fresh process: empty compile cache (cold), the cold one's (warm)."""
     body = []
     for shape in _host(path, label)["shapes"].values():
@@ -346,6 +347,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         cpu_seeds,
         cpu_units,
         host_steps,
+        host_steps_before,
         host_breakdown,
         host_compile,
         quickstart,
