@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
@@ -50,3 +51,27 @@ def test_epoch_loss_is_the_batch_weighted_mean_and_step_loss_is_logged_at_logger
     flat = [loss for e in losses.epochs for loss, _ in e]
     for step, value in steps.items():
         assert abs(value - flat[step]) < 1e-5
+
+
+class NanAt(ImageClassifier):
+    """A loss that turns NaN at one step (and stays so: the NaN gradients reach the weights)."""
+
+    bad_step = 7
+
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.trainer.global_step == self.bad_step else loss
+
+
+def test_deferred_finite_check_names_the_first_bad_step_not_the_step_that_noticed(tmp_path: Path) -> None:
+    from src.callbacks import FiniteLoss
+
+    g = torch.Generator().manual_seed(0)
+    train = TensorDataset(torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g))
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[FiniteLoss(gpu_check_every=10, defer=True)],
+    )  # fmt: skip
+    net = ResNet(depths=[1], widths=[8], stem="cifar", num_classes=10)
+    with pytest.raises(FloatingPointError, match=r"not finite at global step 7 .*noticed at step 10"):
+        trainer.fit(NanAt(net, schedule="constant"), L.LightningDataModule.from_datasets(train, batch_size=8))
