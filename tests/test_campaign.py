@@ -98,6 +98,23 @@ def check_imagenet_loader(il: dict[str, Any]) -> None:
     check_verdict(il["real/synthetic"], real, ips["synthetic on device"], il["aa_floor"])
 
 
+def check_host(host: dict[str, Any]) -> None:
+    for key in ("eager", "compiled"):
+        ips = host[key]["ips"]
+        assert set(ips) == {"bare", "bare (A/A)", "fit"} and all(min(v) > 0 for v in ips.values())
+        check_floor(host[key]["aa_floor"], ips["bare"], ips["bare (A/A)"])
+        check_verdict(host[key]["fit/bare"], ips["fit"], ips["bare"], host[key]["aa_floor"])
+    assert host["backend"] == "aot_eager" and "compile_s" not in host  # cold/warm: GPU only
+
+
+def check_graphs(graphs: dict[str, Any], work: Path) -> None:
+    assert graphs["failures"] == [] and graphs["graphs"] == {"rc": 2, "config_error": True}  # CUDA graphs on CPU
+    eager = graphs["eager"]
+    assert [(c["steps"], c["complete"]) for c in eager["curve"]] == [(3, True), (6, True)]
+    assert 0 < eager["final_test_acc"] <= 100 and min(eager["images_per_s"]) > 0
+    check_epochs_match_the_csv(eager["epochs"], next(work.glob("graphs-eager/resnet20/*/metrics.csv")))
+
+
 def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
     # No CUDA here: the stage runs its path (the fit with SyncCheck, 9 steps) and says what it could not check.
     assert sync["cuda"] is False and sync["sync"] is None and sync["rc"] == 0
@@ -106,12 +123,12 @@ def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1250)
+@pytest.mark.timeout(1550)
 def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, fmnist_dir: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = [sys.executable, "-m", "scripts.campaign", "run", "--quick", "--out", str(out), "--work", str(work)]
-    cmd += ["--budget", "990", "--data-dir", str(fmnist_dir)]  # ~500 s on a loaded 2-core machine
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1150)
+    cmd += ["--budget", "1310", "--data-dir", str(fmnist_dir)]  # ~700 s on a loaded 2-core machine
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1470)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
@@ -147,6 +164,9 @@ def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, 
     check_floor(comp["aa_floor"], comp["ips"]["eager"], comp["ips"]["eager (A/A)"])
     check_verdict(comp["compiled/eager"], comp["ips"]["compiled"], comp["ips"]["eager"], comp["aa_floor"])
 
+    check_host(results["host"]["data"])
+    check_graphs(results["graphs"]["data"], work)
+
     for name in plan.STAGES:
         assert f"## {name}" in summary
     for name, text in results["throughput"]["data"]["ratios"].items():
@@ -180,6 +200,19 @@ def test_a_missing_timm_is_a_recorded_failure(tmp_path: Path, monkeypatch: pytes
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert saved["status"].startswith("failed: timm is not importable")
     assert "timm bare" not in saved["data"]["ips"] and min(saved["data"]["ips"]["ours bare"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["host", "graphs"])
+def test_host_and_graphs_stages_run_quick(stage: str, tmp_path: Path, fmnist_dir: Path) -> None:
+    """The two stages alone, as the campaign runs them (the whole campaign takes many minutes here)."""
+    box = plan.stage(stage).BOX.quick
+    args = argparse.Namespace(stage=stage, work=tmp_path, deadline=time.time() + box, quick=True,
+                              data_dir=fmnist_dir, results=tmp_path / "none.json", repro_epochs=None)  # fmt: skip
+    driver.run_stage(args)
+    saved = json.loads((tmp_path / f"{stage}.json").read_text())
+    assert saved["status"] == "ok", saved
+    check_host(saved["data"]) if stage == "host" else check_graphs(saved["data"], tmp_path)
 
 
 def test_ratio_inside_the_aa_floor_reads_no_difference() -> None:

@@ -4,7 +4,7 @@ A new stage is one module and its name here."""
 import importlib
 from types import ModuleType
 
-STAGES = ["env", "smoke", "sync", "throughput", "tta", "repro", "imagenet_loader", "compile"]
+STAGES = ["env", "smoke", "sync", "throughput", "tta", "repro", "imagenet_loader", "compile", "host", "graphs"]
 
 
 def stage(name: str) -> ModuleType:

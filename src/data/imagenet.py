@@ -453,7 +453,8 @@ class ImageNetDataModule(L.LightningDataModule):
     def save_classes(self) -> None:
         """Write the class index into the run directory, next to config.yaml (rank 0)."""
         trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or not trainer.log_dir:
+        # without a logger there is no run directory (log_dir would be the working directory)
+        if trainer is None or not trainer.is_global_zero or not trainer.loggers or not trainer.log_dir:
             return
         path = Path(trainer.log_dir) / "classes.json"
         path.parent.mkdir(parents=True, exist_ok=True)
