@@ -39,7 +39,6 @@ names are torchvision's, so its ``state_dict`` loads with ``strict=True``.
 """
 
 from collections.abc import Callable, Collection, Sequence
-from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -123,6 +122,24 @@ def stage_depths(depth: int | Sequence[int], block: str | None, stem: str) -> tu
             f"(e.g. {', '.join(str(3 * per_block * k + 2) for k in (3, 5, 7, 9, 18))})"
         )
     return block, [n, n, n]
+
+
+def resolved_args(init_args: dict[str, Any]) -> dict[str, Any]:
+    """``init_args`` with the rules applied (depth as blocks per stage, block, widths, shortcut), so that
+    two spellings of one network compare equal: ``depth: 20`` on CIFAR and ``depth: [3, 3, 3]``."""
+    stem = init_args.get("stem") or "imagenet"
+    try:
+        block, stages = stage_depths(init_args.get("depth", 18), init_args.get("block"), stem)
+    except (ValueError, TypeError):
+        return dict(init_args)  # not a valid network: compared as written
+    widths = init_args.get("widths")
+    return {
+        **init_args,
+        "depth": stages,
+        "block": block,
+        "widths": list(WIDTHS.get(stem, []) if widths is None else widths),
+        "shortcut": init_args.get("shortcut") or DEFAULT_SHORTCUT.get(stem),
+    }
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -363,7 +380,7 @@ class Stage(nn.Sequential):
 
     def __init__(
         self,
-        make_block: Callable[..., ResidualBlock],
+        block_cls: type[BasicBlock | Bottleneck],
         inplanes: int,
         planes: int,
         blocks: int,
@@ -371,24 +388,29 @@ class Stage(nn.Sequential):
         unit: str,
         shortcut: str,
         first_stage: bool,
+        **block_kwargs: Any,
     ) -> None:
         preact = unit in PREACT_UNITS
+        outplanes = planes * block_cls.expansion
         layers = []
         for j in range(blocks):
             s = stride if j == 0 else 1
-            downsample = make_shortcut(shortcut, inplanes, planes * self.expansion(make_block), s, preact)
-            projection = isinstance(downsample, Projection)
-            preact_shortcut = preact and (projection or (first_stage and j == 0))
+            downsample = make_shortcut(shortcut, inplanes, outplanes, s, preact)
+            preact_shortcut = preact and (isinstance(downsample, Projection) or (first_stage and j == 0))
             layers.append(
-                make_block(inplanes, planes, s, unit=unit, downsample=downsample, preact_shortcut=preact_shortcut)
+                block_cls(
+                    inplanes,
+                    planes,
+                    s,
+                    unit=unit,
+                    downsample=downsample,
+                    preact_shortcut=preact_shortcut,
+                    **block_kwargs,
+                )
             )
-            inplanes = planes * self.expansion(make_block)
+            inplanes = outplanes
         super().__init__(*layers)
-        self.out_channels = inplanes
-
-    @staticmethod
-    def expansion(make_block: Callable[..., ResidualBlock]) -> int:
-        return getattr(make_block, "func", make_block).expansion  # type: ignore[attr-defined]
+        self.out_channels = outplanes
 
 
 class ResNet(nn.Module):
@@ -416,8 +438,8 @@ class ResNet(nn.Module):
         super().__init__()
         _check_choice("stem", stem, STEMS)
         _check_choice("unit", unit, UNITS)
-        shortcut = shortcut or DEFAULT_SHORTCUT[stem]  # type: ignore[assignment]
-        _check_choice("shortcut", shortcut, SHORTCUTS)
+        sc: str = shortcut or DEFAULT_SHORTCUT[stem]
+        _check_choice("shortcut", sc, SHORTCUTS)
         block_name, depths = stage_depths(depth, block, stem)
         widths = list(WIDTHS[stem] if widths is None else widths)
         _check_positive("widths", widths)
@@ -425,17 +447,16 @@ class ResNet(nn.Module):
         _check_positive("in_channels", [in_channels])
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
-        if drop_path_rate and shortcut == "none":
+        if drop_path_rate and sc == "none":
             raise ValueError(
                 f"drop_path_rate={drop_path_rate} needs shortcuts: with shortcut='none' a dropped branch is the block"
             )
         if len(depths) != len(widths):
             raise ValueError(f"depth={depths} and widths={widths} must have the same length (one entry per stage)")
-        make_block: Callable[..., ResidualBlock] = (
-            BasicBlock if block_name == "basic" else partial(Bottleneck, stride_in_1x1=stride_in_1x1)
-        )
+        block_cls: type[BasicBlock | Bottleneck] = BasicBlock if block_name == "basic" else Bottleneck
+        block_kwargs = {"stride_in_1x1": stride_in_1x1} if block_cls is Bottleneck else {}  # the 1x1 to stride
         preact = unit in PREACT_UNITS
-        self.block, self.stem, self.unit, self.shortcut = block_name, stem, unit, shortcut
+        self.block, self.stem, self.unit, self.shortcut = block_name, stem, unit, sc
         self.stage_depths = depths
         self.depth = LAYERS_PER_BLOCK[block_name] * sum(depths) + 2  # convs + fc, counted as the papers do
 
@@ -450,7 +471,7 @@ class ResNet(nn.Module):
 
         inplanes = widths[0]
         for i, (blocks, width) in enumerate(zip(depths, widths, strict=True)):
-            stage = Stage(make_block, inplanes, width, blocks, 1 if i == 0 else 2, unit, shortcut, i == 0)
+            stage = Stage(block_cls, inplanes, width, blocks, 1 if i == 0 else 2, unit, sc, i == 0, **block_kwargs)
             self.add_module(f"layer{i + 1}", stage)  # torchvision's names: its state_dict loads as is
             inplanes = stage.out_channels
 
