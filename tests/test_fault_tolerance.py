@@ -441,14 +441,14 @@ def test_a_checkpoint_written_before_depth_replaced_depths_still_tests_and_resum
     torch.save(ckpt, old)
 
     resumed = main(["fit", "-c", str(config), "--run_dir", "b", "--trainer.max_steps=4"])  # found in the run dir
-    assert resumed.trainer.global_step == 4  # type: ignore[attr-defined]
+    assert resumed.trainer.global_step == 4
     torch.save(ckpt, in_tmp / "old.ckpt")
     # The parse-time check compares the config's num_classes/in_channels (not linked yet) too: state them.
     linked = ["--model.net.init_args.num_classes=4", "--model.net.init_args.in_channels=1"]
     again = main(["fit", "-c", str(config), "--ckpt_path", str(in_tmp / "old.ckpt"), "--trainer.max_steps=4", *linked])
-    assert again.trainer.global_step == 4 and again.model.net.name == "r8"  # type: ignore[attr-defined]
+    assert again.trainer.global_step == 4 and again.model.net.name == "r8"
     assert "holds another network" not in capsys.readouterr().err
     with caplog.at_level("INFO"):
         tested = main(["test", "-c", str(config), "--ckpt_path", str(in_tmp / "old.ckpt"), *linked])
-    assert torch.isfinite(tested.trainer.callback_metrics["test/err1"])  # type: ignore[attr-defined]
+    assert torch.isfinite(tested.trainer.callback_metrics["test/err1"])
     assert "not the config's" not in caplog.text  # one network, two spellings

@@ -361,6 +361,7 @@ def test_paper_nets_are_named_by_their_own_name(name: str) -> None:
 def test_each_unit_is_one_forward_function() -> None:
     """The table, not the unit string, decides what a block runs: swapping its entry changes the output."""
     blk = identity_block(BasicBlock, "original")
+    assert isinstance(blk, BasicBlock)
     x = torch.randn(2, blk.conv1.in_channels, 8, 8)
     with torch.no_grad():
         before = blk(x)
