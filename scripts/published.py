@@ -21,6 +21,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from src.markdown import markdown_table
 
@@ -200,12 +201,17 @@ def _configs(path: str) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def residual(rows: dict[str, Any], depth: int) -> Any:
+    """The residual net of ``depth``: ``r20`` (its own name), ``resnet20`` in runs recorded before."""
+    return rows[f"r{depth}"] if f"r{depth}" in rows else rows[f"resnet{depth}"]
+
+
 def repro_depths(path: str) -> str:
     """Degradation grid: test error of plain and residual nets per depth, mean of the seeds (min-max)."""
     configs = _configs(path)
     depths = sorted(int(c[len("plain") :]) for c in configs if c.startswith("plain"))
     body = [
-        [str(d), mean_range(configs[f"plain{d}"]["test"]), mean_range(configs[f"resnet{d}"]["test"])] for d in depths
+        [str(d), mean_range(configs[f"plain{d}"]["test"]), mean_range(residual(configs, d)["test"])] for d in depths
     ]
     return markdown_table(["depth", "plain: test err (%)", "ResNet (A): test err (%)"], body, numeric={0, 1, 2})
 
@@ -224,7 +230,7 @@ def cpu_degradation(report: str) -> str:
     rows = report_rows(report)
     depths = sorted(int(n[len("plain") :]) for n in rows if n.startswith("plain"))
     cols = ("best val err (%)", "final test err (%)")
-    body = [[str(d), *(rows[f"{k}{d}"][c] for k in ("plain", "resnet") for c in cols)] for d in depths]
+    body = [[str(d), *(net[c] for net in (rows[f"plain{d}"], residual(rows, d)) for c in cols)] for d in depths]
     header = ["depth", "plain: best val err (%)", "plain: test err (%)", "ResNet (A): best val err (%)"]
     return markdown_table([*header, "ResNet (A): test err (%)"], body, numeric={0, 1, 2, 3, 4})
 

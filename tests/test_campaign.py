@@ -59,7 +59,7 @@ def check_throughput(tp: dict[str, Any]) -> None:
 
 def check_repro(rp: dict[str, Any], work: Path) -> None:
     runs = rp["runs"]
-    assert {r.rsplit("-s", 1)[0] for r in runs} == {"plain8", "resnet8", "r8-full_preact"}
+    assert {r.rsplit("-s", 1)[0] for r in runs} == {"plain8", "r8", "r8-full_preact"}
     assert {r.rsplit("-s", 1)[1] for r in runs} == {"0", "1"}  # two seeds of every configuration
     assert all(r["rc"] == 0 and r["test_err"] is not None for r in runs.values()), runs
     assert rp["reports"] == {"degradation": True, "units": True}
@@ -83,7 +83,7 @@ def check_epochs_match_the_csv(epochs: list[dict[str, Any]], metrics_csv: Path) 
 def check_tta(tta: dict[str, Any], work: Path) -> None:
     assert tta["curve"] and 0 < tta["curve"][-1]["test_acc1"] <= 100 and min(tta["images_per_s"]) > 0
     assert [(c["steps"], c["complete"]) for c in tta["curve"]] == [(3, True), (6, True)]  # 2 epochs of 3 batches
-    check_epochs_match_the_csv(tta["epochs"], next(work.glob("tta/resnet20/*/metrics.csv")))
+    check_epochs_match_the_csv(tta["epochs"], next(work.glob("tta/r20/*/metrics.csv")))
 
 
 def check_imagenet_loader(il: dict[str, Any]) -> None:
@@ -112,7 +112,7 @@ def check_graphs(graphs: dict[str, Any], work: Path) -> None:
     eager = graphs["eager"]
     assert [(c["steps"], c["complete"]) for c in eager["curve"]] == [(3, True), (6, True)]
     assert 0 < eager["final_test_acc"] <= 100 and min(eager["images_per_s"]) > 0
-    check_epochs_match_the_csv(eager["epochs"], next(work.glob("graphs-eager/resnet20/*/metrics.csv")))
+    check_epochs_match_the_csv(eager["epochs"], next(work.glob("graphs-eager/r20/*/metrics.csv")))
 
 
 def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:

@@ -15,7 +15,7 @@ STARTUP_S = 25.0  # imports, data and the device before the first step (measured
 
 
 def args(ctx: Context, epochs: int, max_time: int, group: str = "tta", extra: list[str] | None = None) -> list[str]:
-    out = fmnist_run(ctx, "resnet20", group, ctx.work / group, extra or [], None)
+    out = fmnist_run(ctx, "r20", group, ctx.work / group, extra or [], None)
     out += [
         "--data.init_args.val_size=0",  # train on all 60k and validate on the official test split: the curve
         "--data.init_args.batch_size=256",

@@ -13,7 +13,7 @@ from src.models.resnet import ResNet
 
 
 def tiny_net(num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    return ResNet(depths=[1], widths=[8], stem="cifar", num_classes=num_classes, in_channels=in_channels)
+    return ResNet(depth=[1], widths=[8], stem="cifar", num_classes=num_classes, in_channels=in_channels)
 
 
 def tiny_data(**kwargs) -> SyntheticDataModule:
