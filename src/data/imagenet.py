@@ -38,6 +38,7 @@ from torchvision.transforms import v2
 from src.choices import check_choices
 from src.data.batched_augment import check_augmentation, per_image_policy
 from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
+from src.data.resume import ResumableDataLoader, ResumableTrainData, run_seed
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-template"
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
     """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate on a held-out part of it,
     test on ``val/``.
 
@@ -379,7 +380,7 @@ class ImageNetDataModule(L.LightningDataModule):
         path.write_text(json.dumps({"data_dir": str(self.root), "classes": self.classes}, indent=1))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"classes": self.classes}  # saved in every checkpoint
+        return {"classes": self.classes, **super().state_dict()}  # saved in every checkpoint; + the train position
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resuming on a tree with other classes would silently relabel the data: refuse."""
@@ -390,6 +391,7 @@ class ImageNetDataModule(L.LightningDataModule):
                 f"the checkpoint's {len(saved)} classes differ from the {len(self.classes)} in {self.root / 'train'} "
                 f"(e.g. {diff or 'same names, other order'})"
             )
+        super().load_state_dict(state_dict)
 
     def teardown(self, stage: str) -> None:
         sets = (self.train_set, self.val_set, self.test_set)
@@ -402,23 +404,25 @@ class ImageNetDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError("setup() has not been called for this stage")
         workers = self.num_workers
-        return DataLoader(
-            dataset,
+        kwargs: dict[str, Any] = dict(
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=workers,
             collate_fn=collate_skipping,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
         )
+        if train:  # resumable mid-epoch (src/data/resume.py); Lightning shards the others itself
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+            return ResumableDataLoader(dataset, drop_last=True, seed=run_seed(), rank=rank, world_size=world, **kwargs)
+        return DataLoader(dataset, shuffle=False, drop_last=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is not None:
             world = self.trainer.world_size if self.trainer else 1
             check_one_batch(len(self.train_set), self.batch_size, world, str(self.root / "train"))
-        return self._loader(self.train_set, train=True)
+        return self.resumable(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
