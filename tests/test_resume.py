@@ -1,6 +1,8 @@
 """Exact resume after a mid-epoch preemption (src/data/resume.py): a real SIGTERM at a mid-epoch step, the
 same command again, and the weights, optimizer state and logged metrics of the uninterrupted run, on the
-real Fashion-MNIST quickstart (6 batches of 16 per epoch, 15 steps, the signal after step 8: epoch 1)."""
+real Fashion-MNIST quickstart (6 batches of 16 per epoch, 3 epochs, the signal after step 8: epoch 1). Epochs, not
+max_steps: the LR schedule's ``estimated_stepping_batches`` then builds the train loader before Lightning restores
+its loops, the case where Lightning drops a loader's saved state (PL#20550) and the DataModule's copy restores it."""
 
 import json
 import os
@@ -15,14 +17,14 @@ from src.data.resume import EpochSampler, ResumableDataLoader, derived_seed
 from tests.conftest import FMNIST_DIR, REPO, require
 from tests.test_fault_tolerance import metric_rows
 
-STEPS, PER_EPOCH, SIGNAL_AT = 15, 6, 8  # the signal lands at batch 2 of epoch 1
+STEPS, PER_EPOCH, SIGNAL_AT = 18, 6, 8  # the signal lands at batch 2 of epoch 1
 NOT_RESUMABLE = "not resumable"
 
 
 def fmnist_args(run_dir: str, *extra: str) -> list[str]:
     return [
         "-c", str(REPO / "configs/quickstart.yaml"), "--run_dir", run_dir,
-        "--trainer.max_epochs", "-1", "--trainer.max_steps", str(STEPS),
+        "--trainer.max_epochs", str(STEPS // PER_EPOCH), "--trainer.max_steps", "-1",
         "--trainer.limit_train_batches", str(PER_EPOCH), "--trainer.limit_val_batches", "2",
         "--trainer.log_every_n_steps", "1", "--trainer.deterministic", "true",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
