@@ -34,8 +34,8 @@ def fmnist_args(run_dir: str, *extra: str) -> list[str]:
 
 
 def sigterm_at(step: int, marker: str = "signalled") -> str:
-    spec = {"class_path": "tests.fault_injection.SignalAtStep", "init_args": {"step": step, "marker": marker}}
-    spec["init_args"]["signum"] = 15
+    init = {"step": step, "marker": marker, "signum": 15}  # 15: SIGTERM
+    spec = {"class_path": "tests.fault_injection.SignalAtStep", "init_args": init}
     return "--trainer.callbacks+=" + json.dumps(spec)
 
 
