@@ -16,6 +16,7 @@ Bytes: a quickstart checkpoint written by a short Trainer.fit, with and without 
 import argparse
 import io
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,9 +122,8 @@ def main() -> None:
         floor = aa_floor(before, aa)
         # ms per batch: a ratio above 1 is slower, so compare before/after (images/s after / before)
         rows.append([path, fmt_stat(before, 2), fmt_stat(after, 2), compare(before, after, floor)])
-    tmp = out.parent / f"{out.stem}-ckpt"
-    tmp.mkdir(exist_ok=True)
-    without, with_position = checkpoint_bytes(tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        without, with_position = checkpoint_bytes(Path(tmp))
     text = "\n".join([
         "# Resumable train loaders: time per batch and checkpoint size, before/after",
         "",
