@@ -86,7 +86,7 @@ def loaders(data: FashionMNISTDataModule) -> dict[str, Measure]:
 def checkpoint_bytes(tmp: Path) -> tuple[int, int]:
     """(bytes without the position entries, bytes with them) of a quickstart checkpoint after 3 steps."""
     data = FashionMNISTDataModule(batch_size=128, num_workers=0)
-    net = ResNet(block="basic", depths=[1, 1, 1], widths=[16, 32, 64], stem="cifar", shortcut="A", in_channels=1)
+    net = ResNet(depth=8, stem="cifar", in_channels=1, num_classes=10)
     model = ImageClassifier(net, lr=0.1)
     trainer = L.Trainer(max_steps=3, limit_val_batches=0, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=str(tmp), accelerator="cpu")  # fmt: skip

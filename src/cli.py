@@ -41,7 +41,7 @@ from src.callbacks import (
 )
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
-from src.models.checkpoint_fit import net_differences
+from src.models.checkpoint_fit import net_differences, upgrade_hparams
 from src.models.classifier import ImageClassifier
 from src.progress import TextProgress
 from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
@@ -126,6 +126,17 @@ class ResNetCLI(LightningCLI):
                 "to load its weights into the config's network (fine-tuning)"
             )
         rank_zero_info(f"{subcommand}: using the network of {path}, not the config's:\n  {listed}")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI's own, with the hyperparameters of older checkpoints in today's argument names.
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path or not Path(path).is_file():
+            return
+        hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": upgrade_hparams(hparams)}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         if getattr(self, "_config_net", None) is not None:
