@@ -17,7 +17,7 @@ from tests.fault_injection import write_tiny_config
 
 
 def tiny_net() -> ResNet:
-    return ResNet(depths=[1], widths=[8], stem="cifar", num_classes=10)
+    return ResNet(depth=[1], widths=[8], stem="cifar", num_classes=10)
 
 
 def test_compile_mode_without_compile_is_refused() -> None:

@@ -281,6 +281,7 @@ def assert_exact_resumes(
     logged every step once, at the schedule's value for it."""
     resumed = [int(m[1]) for m in re.finditer(r"Resumed training at global step (\d+)", log)]
     assert resumed == [step for _, step, _ in preempted], log
+    assert "not resumable" not in log, log  # every mid-epoch segment continued its epoch (src/data/resume.py)
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == max_steps
     factor = LRFactor(schedule="cosine", total_steps=max_steps)
     lrs = lr_by_step(run_dir)

@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from src.choices import check_choices
 from src.data.batched_augment import check_augmentation
 from src.data.on_device import DeviceLoader, PadCropFlipNormalize
+from src.data.resume import ResumableDataLoader, ResumableTrainData, run_seed
 
 
 class TensorImageDataset(Dataset):
@@ -94,7 +95,7 @@ def default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-class InMemoryImageDataModule(L.LightningDataModule):
+class InMemoryImageDataModule(ResumableTrainData, L.LightningDataModule):
     """Base for datasets held as tensors. Subclasses set the class attributes and ``load``.
 
     ``val_size`` images are split off the training set with ``seed`` for validation
@@ -216,8 +217,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def _loader(self, dataset: TensorImageDataset | None, train: bool) -> DataLoader | DeviceLoader:
         if dataset is None:
             raise RuntimeError("setup() has not been called for this stage")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         if self.on_device:
-            trainer = self.trainer
             return DeviceLoader(
                 dataset.images,
                 dataset.labels,
@@ -226,19 +228,19 @@ class InMemoryImageDataModule(L.LightningDataModule):
                 device=trainer.strategy.root_device if trainer else "cpu",
                 shuffle=train,
                 drop_last=train,
-                seed=self.seed,
-                rank=trainer.global_rank if trainer else 0,
-                world_size=trainer.world_size if trainer else 1,
+                seed=run_seed(),
+                rank=rank,
+                world_size=world,
             )
-        return DataLoader(
-            dataset,
+        kwargs: dict = dict(
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
+        if train:  # resumable mid-epoch (src/data/resume.py); Lightning shards the others itself
+            return ResumableDataLoader(dataset, drop_last=True, seed=run_seed(), rank=rank, world_size=world, **kwargs)
+        return DataLoader(dataset, shuffle=False, drop_last=False, **kwargs)
 
     @property
     def val_is_test(self) -> bool:
@@ -249,7 +251,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             world = self.trainer.world_size if self.trainer else 1
             check_one_batch(len(self.train_set), self.batch_size, world, f"{type(self).__name__}({self.data_dir})")
-        return self._loader(self.train_set, train=True)
+        return self.resumable(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader | DeviceLoader:
         return self._loader(self.val_set, train=False)

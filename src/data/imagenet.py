@@ -50,6 +50,7 @@ from src.data.imagenet_fast import (
     collate_bytes,
     decode_crops,
 )
+from src.data.resume import ResumableDataLoader, ResumableTrainData, derived_seed, run_seed
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resnet-template"
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
     """ILSVRC-2012 (or any ImageFolder tree): train on ``train/``, validate on a held-out part of it,
     test on ``val/``.
 
@@ -408,14 +409,18 @@ class ImageNetDataModule(L.LightningDataModule):
         return self.device_augment.to(x.device)(x, self._generator(x.device)), y
 
     def _generator(self, device: torch.device) -> torch.Generator:
-        """Seeded by (seed, epoch, rank), reseeded each epoch, as ``on_device``'s DeviceLoader."""
+        """Seeded by (seed, epoch, rank, batch), as ``on_device``'s DeviceLoader: a run resumed mid-epoch
+        draws the same augmentation for its next batch as the uninterrupted run (Lightning restores the
+        epoch loop's batch index from the checkpoint)."""
         trainer = self.trainer
-        epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
-        if self._aug_generator is None or self._aug_generator[:2] != (device, epoch):
-            g = torch.Generator(device=device)
-            g.manual_seed((self.seed * 1_000_003 + epoch) * 4096 + rank)
-            self._aug_generator = (device, epoch, g)
-        return self._aug_generator[2]
+        epoch, rank, batch = (0, 0, 0)
+        if trainer is not None:
+            epoch, rank, batch = trainer.current_epoch, trainer.global_rank, trainer.fit_loop.epoch_loop.batch_idx
+        if self._aug_generator is None or self._aug_generator[0] != device:
+            self._aug_generator = (device, 0, torch.Generator(device=device))
+        generator = self._aug_generator[2]
+        generator.manual_seed(derived_seed(self.seed, epoch, rank, batch))  # a host-side call: no device sync
+        return generator
 
     def workers(self) -> int:
         if self.num_workers is not None:
@@ -462,7 +467,7 @@ class ImageNetDataModule(L.LightningDataModule):
         path.write_text(json.dumps({"data_dir": str(self.root), "classes": self.classes}, indent=1))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"classes": self.classes}  # saved in every checkpoint
+        return {"classes": self.classes, **super().state_dict()}  # saved in every checkpoint; + the train position
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resuming on a tree with other classes would silently relabel the data: refuse."""
@@ -473,6 +478,7 @@ class ImageNetDataModule(L.LightningDataModule):
                 f"the checkpoint's {len(saved)} classes differ from the {len(self.classes)} in {self.root / 'train'} "
                 f"(e.g. {diff or 'same names, other order'})"
             )
+        super().load_state_dict(state_dict)
 
     def teardown(self, stage: str) -> None:
         sets = (self.train_set, self.val_set, self.test_set)
@@ -488,23 +494,25 @@ class ImageNetDataModule(L.LightningDataModule):
             raise RuntimeError("setup() has not been called for this stage")
         workers = self.workers()
         # Each worker runs torch with one thread (DataLoader sets it) and PIL decodes on one core.
-        return DataLoader(
-            dataset,
+        kwargs: dict[str, Any] = dict(
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=workers,
             collate_fn=collate_bytes if train and self.decode == "gpu" else collate_skipping,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
         )
+        if train:  # resumable mid-epoch (src/data/resume.py); Lightning shards the others itself
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+            return ResumableDataLoader(dataset, drop_last=True, seed=run_seed(), rank=rank, world_size=world, **kwargs)
+        return DataLoader(dataset, shuffle=False, drop_last=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_set is not None:
             world = self.trainer.world_size if self.trainer else 1
             check_one_batch(len(self.train_set), self.batch_size, world, str(self.root / "train"))
-        return self._loader(self.train_set, train=True)
+        return self.resumable(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

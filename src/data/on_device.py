@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import to_dtype
 
 from src.data.batched_augment import BatchedAutoAugment, Policy, batched_random_erasing, per_image_policy
+from src.data.resume import EpochSampler, Position, derived_seed
 
 
 class Standardize(v2.Transform):
@@ -119,14 +119,15 @@ class PadCropFlipNormalize:
         return x[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class DeviceLoader:
+class DeviceLoader(Position):
     """Batches ``(x, y)`` from a split held as one uint8 tensor on ``device``, augmented there.
 
     Shuffling and DDP sharding are torch's ``DistributedSampler`` (seeded, reshuffled by
-    ``set_epoch``, equal-length shards padded by wrap-around), exposed as ``.sampler`` so
-    Lightning calls ``set_epoch`` on it every epoch just as for a DataLoader. The
-    augmentation's random numbers are seeded by (seed, epoch, rank): a resumed run
-    replays the same epoch, and ranks draw different crops.
+    ``set_epoch``, equal-length shards padded by wrap-around; ``EpochSampler``), exposed as
+    ``.sampler`` so Lightning calls ``set_epoch`` on it every epoch just as for a DataLoader.
+    Each batch's augmentation draws from a generator seeded by (seed, epoch, rank, batch): ranks
+    draw different crops, and a run resumed mid-epoch (``Position``) continues with the very
+    batch the uninterrupted run would have drawn next.
     """
 
     def __init__(
@@ -147,21 +148,23 @@ class DeviceLoader:
         self.device = torch.device(device)
         self.images, self.labels = images.to(self.device), labels.to(self.device)
         self.augment, self.batch_size, self.drop_last = augment.to(self.device), batch_size, drop_last
-        self.seed, self.rank = seed, rank
-        # The sampler only needs len(); a range stands in for the dataset.
+        self.rank = rank
         self.batch_sampler = None  # as on a DataLoader: Lightning reads both attributes
-        self.sampler: DistributedSampler[int] = DistributedSampler(
-            cast(Dataset, range(len(images))), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed
-        )
+        self.sampler = EpochSampler(len(images), world_size, rank, shuffle, seed, pairs=False)
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, seed, start = self.sampler.epoch, self.sampler.seed, self._take_skip()
+        self.sampler.skip = 0  # this loader skips by batch itself
         order = torch.tensor(list(self.sampler), device=self.device)
         generator = torch.Generator(device=self.device)
-        generator.manual_seed((self.seed * 1_000_003 + self.sampler.epoch) * 4096 + self.rank)
-        for i in range(len(self)):
+        self._served = (epoch, start)
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield self.augment(self.images[idx], generator), self.labels[idx]
+            generator.manual_seed(derived_seed(seed, epoch, self.rank, i))  # a host-side call: no device sync
+            batch = self.augment(self.images[idx], generator), self.labels[idx]
+            self._served = (epoch, i + 1)
+            yield batch

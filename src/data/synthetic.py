@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from src.data.common import check_batch_sizes, check_one_batch, process_batch
+from src.data.resume import EpochSampler, Position, ResumableDataLoader, ResumableTrainData, run_seed
 
 
 class RandomImages(Dataset):
@@ -30,7 +31,7 @@ class RandomImages(Dataset):
         return self.images[i % len(self.images)], self.labels[i]
 
 
-class DeviceBatches:
+class DeviceBatches(Position):
     """The batches of a ``RandomImages`` in order, gathered from a copy of it on ``device``.
 
     A DataLoader of fp32 ImageNet-sized images collates and copies ~150 MB per batch of 256 on the
@@ -43,17 +44,21 @@ class DeviceBatches:
         self.device = torch.device(device)
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.length, self.batch_size, self.drop_last = len(data), batch_size, drop_last
+        self.sampler = EpochSampler(len(data), 1, 0, shuffle=False, seed=0, pairs=False)  # for Position's state
 
     def __len__(self) -> int:
         return self.length // self.batch_size if self.drop_last else math.ceil(self.length / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(len(self)):
+        epoch, start = self.sampler.epoch, self._take_skip()
+        self._served = (epoch, start)
+        for i in range(start, len(self)):
             idx = torch.arange(i * self.batch_size, min((i + 1) * self.batch_size, self.length), device=self.device)
+            self._served = (epoch, i + 1)
             yield self.images[idx % len(self.images)], self.labels[idx]
 
 
-class SyntheticDataModule(L.LightningDataModule):
+class SyntheticDataModule(ResumableTrainData, L.LightningDataModule):
     """Stands in for ImageNet (defaults) or any dataset: set ``image_size``, ``in_channels``, ``num_classes``.
 
     ``on_device``: serve the batches from a copy on the training device (``DeviceBatches``), so a
@@ -94,14 +99,18 @@ class SyntheticDataModule(L.LightningDataModule):
         if self.on_device:
             device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
             return DeviceBatches(dataset, self.batch_size, device, drop_last=train)
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers
-        )
+        if train:  # resumable mid-epoch (src/data/resume.py)
+            rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+            return ResumableDataLoader(
+                dataset, self.batch_size, drop_last=True, seed=run_seed(), rank=rank, world_size=world,
+                num_workers=self.num_workers,
+            )  # fmt: skip
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
         world = self.trainer.world_size if self.trainer else 1
         check_one_batch(len(self.train_set), self.batch_size, world, "SyntheticDataModule(train_size)")
-        return self._loader(self.train_set, train=True)
+        return self.resumable(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader | DeviceBatches:
         return self._loader(self.val_set, train=False)

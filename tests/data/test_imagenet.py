@@ -208,7 +208,8 @@ def test_config_runs_a_few_steps_and_saves_the_classes(depth: int, imagenet_dir:
     run = next(in_tmp.glob(f"runs/r{depth}/*/"))
     assert json.loads((run / "classes.json").read_text())["classes"] == list(CLASSES)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["ImageNetDataModule"] == {"classes": list(CLASSES)} and ckpt["global_step"] == 2
+    assert ckpt["ImageNetDataModule"]["classes"] == list(CLASSES) and ckpt["global_step"] == 2
+    assert ckpt["ImageNetDataModule"]["train_loader"]["batch"] == 2  # the position a mid-epoch resume continues from
     assert ckpt["state_dict"]["net.fc.weight"].shape[0] == 3
 
 
