@@ -11,12 +11,11 @@ every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's 
 import signal
 import sys
 
-from src.signals import hold_preemption_signals, take_held_signals
-
 if __name__ == "__main__" and sys.argv[1:2] == ["fit"]:
     # Before the imports below: on a loaded node they take tens of seconds, and Slurm's SIGUSR1 arriving
     # meanwhile would kill the process (its default action), and the job with it, without a requeue.
-    hold_preemption_signals()
+    # Blocked, it stays pending until src.preemption's handler takes it (main).
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGUSR1, signal.SIGTERM))
 
 import copy
 import itertools
@@ -30,19 +29,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import (
-    FiniteLoss,
-    Preempted,
-    Preemption,
-    ResumeState,
-    StartGuard,
-)
+from src.callbacks import FiniteLoss, ResumeState, StartGuard
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
-from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
+from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, closing_wandb, run_loggers, run_name
 from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
+from src.preemption import Preemption, exits, ignore_late_warnings
 from src.progress import TextProgress
 from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
 
@@ -288,33 +282,24 @@ def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
     argv = sys.argv[1:] if args is None else args
     check_config_files(argv)
-    if argv[:1] == ["fit"]:
-        hold_preemption_signals()  # a signal before the first step is acted on after it, not fatal
     guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
     try:
-        return ResNetCLI(
-            ImageClassifier,
-            LightningDataModule,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
-            save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
-            trainer_defaults={
-                "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
-                # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
-                # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
-                "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
-            },
-            args=args,
-        )
-    except Preempted as stop:
-        finish_wandb()  # before the requeue's SIGTERM can reach W&B's service process
-        raise SystemExit(stop.finish()) from None
-    except SIGTERMException:
-        # Lightning's own, for a SIGTERM before Preemption's handlers are in place (the sanity check):
-        # it exits 0, and a scheduler would count the cut-off run a success.
-        print("Stopped by SIGTERM before training started: nothing to save; exiting with 143", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
+        with exits(fit=argv[:1] == ["fit"]), closing_wandb():
+            return ResNetCLI(
+                ImageClassifier,
+                LightningDataModule,
+                subclass_mode_data=True,
+                seed_everything_default=0,
+                save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
+                save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+                trainer_defaults={
+                    "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
+                    # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
+                    # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
+                    "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
+                },
+                args=args,
+            )
     except USER_ERRORS as e:
         # A failure during training is not an input error: keep the traceback. A full disk is the
         # exception: its cause is outside the code, and the message says where.
@@ -325,15 +310,10 @@ def main(args: list[str] | None = None) -> ResNetCLI:
             message = f"no space left on the disk of {guard.root or '.'} ({message})"
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    finally:
-        take_held_signals()  # a fit that never reached training: signals act as by default again
-        finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one
 
 
 if __name__ == "__main__":
     try:
         main()
     finally:
-        # Python resets its signal handlers to the defaults while it shuts down, and USR1's default
-        # kills: a warning signal arriving then would turn a finished job into a failed one.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        ignore_late_warnings()

@@ -1,4 +1,4 @@
-"""Fault tolerance outside SLURM (src/run.py, src/callbacks.py, src/checkpoint_io.py): kill -9 and resume,
+"""Fault tolerance outside SLURM (src/run.py, src/preemption.py, src/callbacks.py, src/checkpoint_io.py): kill -9 and resume,
 atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
 
 import contextlib
