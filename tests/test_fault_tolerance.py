@@ -1,5 +1,6 @@
-"""Fault tolerance outside SLURM (src/run.py, src/preemption.py, src/callbacks.py, src/checkpoint_io.py): kill -9 and resume,
-atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
+"""Fault tolerance outside SLURM (src/run.py, src/preemption.py, src/callbacks.py, src/checkpoint_io.py): kill -9
+and resume, atomic checkpoint writes, a changed architecture on resume, a NaN loss.
+Real processes, real signals, real files."""
 
 import contextlib
 import csv
