@@ -1,16 +1,13 @@
-"""The always-on training callbacks: NaN/inf stop, RNG state for exact resumes, failed starts.
+"""The always-on training callbacks: NaN/inf stop, RNG state for exact resumes.
 
 - ``FiniteLoss`` stops at the first NaN/inf loss, before it reaches the weights, naming the step, and
   never lets a checkpoint with non-finite state be written.
 - ``ResumeState`` restores the global RNGs so a resume at an epoch boundary replays the same shuffles.
-- ``StartGuard`` knows whether a stage reached its first batch and cleans up a start that failed before.
 
 Preemption (SIGUSR1/SIGTERM, the requeue) is ``src/preemption.py``.
 """
 
-import contextlib
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,45 +75,6 @@ class FiniteLoss(Callback):
             f"{trainer.fit_loop.epoch_loop.batch_idx}); {when}. Lower the lr, add warm-up or check the data; "
             "the last checkpoint holds finite weights from before this step."
         )
-
-
-class StartGuard(Callback):
-    """Whether a stage reached its first batch; if it failed before, remove what the failed start wrote.
-
-    A start that fails before any batch (a bad checkpoint, a dataset error in ``setup``) is an input
-    error, not a run: its fresh log directory would otherwise hold the rejected ``config.yaml`` next to
-    real runs. Only the files a start writes are removed (never checkpoints), then the directory if empty.
-    """
-
-    FILES = ("config.yaml", "hparams.yaml", "metrics.csv", "classes.json")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.root: str | None = None  # the failed run's directory, for the error message
-
-    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
-        self.started = True
-
-    def on_validation_batch_start(self, *args: Any, **kwargs: Any) -> None:
-        self.started = True
-
-    def on_test_batch_start(self, *args: Any, **kwargs: Any) -> None:
-        self.started = True
-
-    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
-        self.started = True
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self.root = trainer.default_root_dir
-        if self.started or not trainer.is_global_zero or not trainer.loggers:
-            return
-        log_dir = trainer.loggers[0].log_dir  # not trainer.log_dir: no collective inside an exception
-        if log_dir is None or not Path(log_dir).is_dir():
-            return
-        for name in self.FILES:
-            (Path(log_dir) / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty (checkpoints, wandb/): keep it
-            Path(log_dir).rmdir()
 
 
 def non_finite(tree: Any, prefix: str) -> list[str]:

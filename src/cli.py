@@ -18,7 +18,6 @@ if __name__ == "__main__" and sys.argv[1:2] == ["fit"]:
     signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGUSR1, signal.SIGTERM))
 
 import copy
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from src.callbacks import FiniteLoss, ResumeState, StartGuard
-from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
+from src.bad_input import PARSER_KWARGS, StartGuard, check_config_files, check_trains, funnel
+from src.callbacks import FiniteLoss, ResumeState
+from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, closing_wandb, run_loggers, run_name
 from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
@@ -93,7 +92,7 @@ class ResNetCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         keyword = path in ("last", "best", "hpc", "registry")  # Lightning's own values
         if path is not None and not keyword and (problem := checkpoint_problem(path)) is not None:
-            parser.error(f"--ckpt_path {path}: {problem}")
+            raise ValueError(f"--ckpt_path {path}: {problem}")
         if path is not None and not keyword and Path(path).is_file():
             self._check_checkpoint_network(parser, subcommand, path)
 
@@ -114,7 +113,7 @@ class ResNetCLI(LightningCLI):
             self._config_net = copy.deepcopy(self.config[subcommand].model.net)
             return
         if subcommand == "fit":
-            parser.error(
+            raise ValueError(
                 f"--ckpt_path {path} holds another network than the config asks for:\n  {listed}\n"
                 "Drop those settings to continue the checkpoint's network, or pass --model.allow_net_change true "
                 "to load its weights into the config's network (fine-tuning)"
@@ -122,18 +121,10 @@ class ResNetCLI(LightningCLI):
         rank_zero_info(f"{subcommand}: using the network of {path}, not the config's:\n  {listed}")
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit":
+            check_trains(self.config.fit.trainer)
         if getattr(self, "_config_net", None) is not None:
             self.config[self.subcommand].model.net = self._config_net
-
-    def instantiate_classes(self) -> None:
-        # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) or a missing dataset is a
-        # config error: report it like a parse error, with exit code 2 and no traceback, before any
-        # training. jsonargparse wraps it in a Union report (each subtype's failure, the whole
-        # Namespace); the constructor's own message is the innermost exception of the chain.
-        try:
-            super().instantiate_classes()
-        except USER_ERRORS as e:
-            self.parser.error(f"invalid configuration: {user_error(e)}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
@@ -142,6 +133,9 @@ class ResNetCLI(LightningCLI):
         net_name = run_name(self.model.net)
         layout = RunLayout.resolve(trainer["default_root_dir"], config["name"] or net_name, config["run_dir"])
         self.layout = layout
+        csv = layout.csv_logger()
+        guard = next(c for c in self.trainer_defaults["callbacks"] if isinstance(c, StartGuard))
+        guard.claim(layout.root, csv.log_dir, [layout.root_dir, layout.root_dir / layout.name, layout.root])
         wandb: WandbOptions = config["wandb"]
         name = wandb.name or net_name
         callbacks = list(trainer.get("callbacks") or [])
@@ -159,7 +153,7 @@ class ResNetCLI(LightningCLI):
         callbacks.append(Preemption(requeue=slurm, checkpoint_dir=layout.checkpoint_dir, resumable=layout.stable))
         kwargs = {
             "default_root_dir": str(layout.root),
-            "logger": run_loggers(layout.csv_logger(), trainer.get("logger"), wandb, name),
+            "logger": run_loggers(csv, trainer.get("logger"), wandb, name),
             "callbacks": callbacks,
             "plugins": plugins(trainer.get("plugins")),
             **kwargs,
@@ -252,64 +246,28 @@ def plugins(configured: Any) -> list[Any]:
     return items
 
 
-# Raised by our checks, the DataModules and Lightning's own (max_epochs < -1, a missing checkpoint, ...)
-# when the input is wrong: one line and exit 2 if they come before the first batch, a traceback after.
-USER_ERRORS = (ValueError, OSError, MisconfigurationException)
-
-
-def user_error(error: BaseException) -> str:
-    """The message a user needs: the innermost cause (jsonargparse wraps constructor errors), plus a hint."""
-    cause: BaseException = error
-    while (inner := cause.__cause__ or cause.__context__) is not None:
-        cause = inner
-    hint = ""
-    if isinstance(cause, FileNotFoundError):  # checkpoint paths are checked before this (parse_arguments)
-        hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
-    return f"{cause}{hint}"
-
-
-def check_config_files(args: list[str]) -> None:
-    """An empty ``-c`` file gives jsonargparse's bare "Unexpected config:": name the file instead."""
-    for flag, value in itertools.pairwise(args):
-        if flag in ("-c", "--config") and Path(value).is_file():
-            text = "\n".join(line.split("#", 1)[0] for line in Path(value).read_text().splitlines())
-            if not text.strip():
-                print(f"error: config file {value} is empty (no keys, only comments or blank lines)", file=sys.stderr)
-                raise SystemExit(2)
-
-
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
     argv = sys.argv[1:] if args is None else args
-    check_config_files(argv)
     guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
-    try:
-        with exits(fit=argv[:1] == ["fit"]), closing_wandb():
-            return ResNetCLI(
-                ImageClassifier,
-                LightningDataModule,
-                subclass_mode_data=True,
-                seed_everything_default=0,
-                save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
-                save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
-                trainer_defaults={
-                    "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
-                    # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
-                    # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
-                    "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
-                },
-                args=args,
-            )
-    except USER_ERRORS as e:
-        # A failure during training is not an input error: keep the traceback. A full disk is the
-        # exception: its cause is outside the code, and the message says where.
-        if guard.started and not is_disk_full(e):
-            raise
-        message = user_error(e)
-        if is_disk_full(e) and "no space left on " not in message:  # a write outside our checkpoint IO
-            message = f"no space left on the disk of {guard.root or '.'} ({message})"
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with funnel(guard), exits(fit=argv[:1] == ["fit"]), closing_wandb():
+        check_config_files(argv)
+        return ResNetCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
+            save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+            parser_kwargs=PARSER_KWARGS,  # parse errors raise, into the funnel
+            trainer_defaults={
+                "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
+                # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
+                # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
+                "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
+            },
+            args=args,
+        )
 
 
 if __name__ == "__main__":
