@@ -2,10 +2,11 @@
 
 Several ``-c`` files compose left to right (later wins); any key can be overridden on
 the command line (``--model.lr 0.05``); ``--print_config`` shows the merged result.
-Where a run writes is ``src/run.py``'s ``RunLayout``: by default ``runs/<name>/version_<n>/`` holds
-``config.yaml``, ``metrics.csv`` and ``checkpoints/{best-*,last}.ckpt``; with ``--run_dir`` (and in
-every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's logs to
-``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
+This module only composes: where a run writes, whether it resumes, what it checkpoints and tests is
+``src/run.py``; bad input ends in ``src/bad_input.py``'s funnel (one line, exit 2); preemption is
+``src/preemption.py``. By default ``runs/<name>/version_<n>/`` holds ``config.yaml``, ``metrics.csv``
+and ``checkpoints/{best-*,last}.ckpt``; with ``--run_dir`` (and in every SLURM job) checkpoints go to
+``<run dir>/checkpoints``, each restart's logs to ``<run dir>/version_<n>``, and ``fit`` resumes.
 """
 
 import signal
@@ -17,29 +18,29 @@ if __name__ == "__main__" and sys.argv[1:2] == ["fit"]:
     # Blocked, it stays pending until src.preemption's handler takes it (main).
     signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGUSR1, signal.SIGTERM))
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from src.bad_input import PARSER_KWARGS, StartGuard, check_config_files, check_trains, funnel
 from src.callbacks import FiniteLoss, ResumeState
-from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, closing_wandb, run_loggers, run_name
-from src.models.checkpoint_fit import net_differences
 from src.models.classifier import ImageClassifier
 from src.preemption import Preemption, exits, ignore_late_warnings
 from src.progress import TextProgress
-from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
-
-CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
+from src.run import (
+    CHECKPOINT_DEFAULTS,
+    CHECKPOINTS,
+    RUN_DIR_HELP,
+    RunLayout,
+    checkpoint_model_config,
+    evaluate_after_fit,
+    plugins,
+    slurm_job_tag,
+)
 
 
 class ResNetCLI(LightningCLI):
@@ -51,20 +52,7 @@ class ResNetCLI(LightningCLI):
         # directory comes from the run layout (instantiate_trainer).
         for group in CHECKPOINTS:
             parser.add_class_arguments(ModelCheckpoint, group, instantiate=False)
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/err1",
-                "checkpoint.mode": "min",
-                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
-                "checkpoint.auto_insert_metric_name": False,
-                # Not `checkpoint.save_last`: Lightning 2.6 refreshes that only when a new best was saved,
-                # so it goes stale. This one overwrites last.ckpt every epoch (or every_n_train_steps).
-                "last_checkpoint.filename": "last",
-                "last_checkpoint.monitor": None,
-                "last_checkpoint.save_top_k": 1,
-                "last_checkpoint.enable_version_counter": False,
-            }
-        )
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
         # The dataset decides the classifier's input channels and classes: one source of truth.
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
@@ -84,47 +72,33 @@ class ResNetCLI(LightningCLI):
             default=True,
             help="after `fit`, test the best checkpoint on the test split and print the result",
         )
+        parser.add_argument(
+            "--allow_net_change",
+            type=bool,
+            default=False,
+            help="load a checkpoint into a network whose arguments differ from the checkpoint's (fine-tuning on"
+            " purpose); without it such a load is refused, naming the arguments",
+        )
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
-        # Before LightningCLI reads the checkpoint's hyperparameters (a text file there gives "KeyError: 101").
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI's own step (a private hook): the checkpoint's hyperparameters go over the config.
+        # Which of them is the run's policy (src/run.py); checkpoints are read here, never in the parser.
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        keyword = path in ("last", "best", "hpc", "registry")  # Lightning's own values
-        if path is not None and not keyword and (problem := checkpoint_problem(path)) is not None:
-            raise ValueError(f"--ckpt_path {path}: {problem}")
-        if path is not None and not keyword and Path(path).is_file():
-            self._check_checkpoint_network(parser, subcommand, path)
-
-    def _check_checkpoint_network(self, parser: LightningArgumentParser, subcommand: str, path: str) -> None:
-        """LightningCLI builds the model from the checkpoint's hyperparameters, over the config's: say so.
-
-        For ``fit`` a config that asks for another network is refused (naming the arguments), unless
-        ``--model.allow_net_change true``; ``test``/``validate``/``predict`` evaluate the checkpoint's
-        network and print that they do.
-        """
-        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
-        differ = net_differences(hparams, self.config[subcommand].model.get("net"))
-        if not differ:
+        if path is None:
             return
-        listed = "\n  ".join(differ)
-        if subcommand == "fit" and self.config[subcommand].model.get("allow_net_change"):
-            # LightningCLI would put the checkpoint's network over the config's: keep the config's.
-            self._config_net = copy.deepcopy(self.config[subcommand].model.net)
-            return
-        if subcommand == "fit":
-            raise ValueError(
-                f"--ckpt_path {path} holds another network than the config asks for:\n  {listed}\n"
-                "Drop those settings to continue the checkpoint's network, or pass --model.allow_net_change true "
-                "to load its weights into the config's network (fine-tuning)"
-            )
-        rank_zero_info(f"{subcommand}: using the network of {path}, not the config's:\n  {listed}")
+        hparams = checkpoint_model_config(subcommand, path, self.config[subcommand].model.get("net"))
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
             check_trains(self.config.fit.trainer)
-        if getattr(self, "_config_net", None) is not None:
-            self.config[self.subcommand].model.net = self._config_net
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        # A run decision, not a hyperparameter: read by the model's load-time check, never saved with it.
+        self.model.allow_net_change = bool(self.config_value("allow_net_change"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
@@ -140,9 +114,7 @@ class ResNetCLI(LightningCLI):
         name = wandb.name or net_name
         callbacks = list(trainer.get("callbacks") or [])
         if trainer.get("enable_checkpointing") is not False:
-            for group in CHECKPOINTS:
-                args = config[group].as_dict()
-                callbacks.append(ModelCheckpoint(**{**args, "dirpath": args["dirpath"] or layout.checkpoint_dir}))
+            callbacks += layout.checkpoint_callbacks(config)
         # Rich's bar on a terminal, whole lines in a log file (SLURM's .out), unless the config disables
         # bars or brings its own.
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -165,32 +137,13 @@ class ResNetCLI(LightningCLI):
         # Weights-only loading is off: the checkpoint was written by this very run (its hparams hold
         # the CLI's class paths, which are not on torch's allowlist).
         config = self.config_init["fit"]
-        if config.get("ckpt_path") is not None:
-            return
-        remove_stale_tmp(self.layout)
-        if (found := resume_checkpoint(self.layout)) is not None:
+        if config.get("ckpt_path") is None and (found := self.layout.resume_from()) is not None:
             config["ckpt_path"], config["weights_only"] = str(found), False
-            rank_zero_info(f"Resuming from {found} (newest checkpoint of run directory {self.layout.run_dir})")
 
     def after_fit(self) -> None:
         # Here and not in a callback: a Trainer cannot start `test` from inside its own `fit` hooks.
-        if not self.config_value("test_after_fit") or getattr(self.trainer, "fast_dev_run", False):
-            return
-        ckpt = self.trainer.checkpoint_callback
-        best = getattr(ckpt, "best_model_path", "") or None
-        data = self.datamodule
-        if best and getattr(data, "val_is_test", False):
-            # The DataModule validates on its test split (e.g. ImageNet with val_size: 0): "best" was
-            # chosen on the test set, so report the last checkpoint instead.
-            best = None
-        self.trainer.test(self.model, datamodule=data, ckpt_path=best or "last", weights_only=False)
-        metrics = self.trainer.callback_metrics
-        if "test/acc1" in metrics:
-            which = f"the best checkpoint {best}" if best else "the last checkpoint"
-            rank_zero_info(
-                f"\nTest top-1 accuracy {metrics['test/acc1']:.2f}% (error {metrics['test/err1']:.2f}%) "
-                f"of {which}\nrun directory: {self.trainer.log_dir}"
-            )
+        if self.config_value("test_after_fit"):
+            evaluate_after_fit(self.trainer, self.model, self.datamodule)
 
     def config_value(self, key: str) -> Any:
         """``key`` of the parsed config (plain values), of the running subcommand."""
@@ -200,56 +153,11 @@ class ResNetCLI(LightningCLI):
         return config[self.subcommand] if self.subcommand else config
 
 
-@rank_zero_only
-def remove_stale_tmp(layout: RunLayout) -> None:
-    """``*.tmp`` files left by a save that failed (disk full, a kill) in a stable run directory: removed."""
-    if layout.checkpoint_dir is None:
-        return
-    for tmp in layout.checkpoint_dir.glob(f"*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        rank_zero_info(f"Removed {tmp}, left by a save that did not finish")
-
-
-def resume_checkpoint(layout: RunLayout) -> Path | None:
-    """The newest readable checkpoint of a stable run; unreadable ones are named and moved aside.
-
-    A truncated, empty or foreign file becomes ``<name>.corrupt`` (rank 0) and the next newest is
-    tried. If the run directory held checkpoints and none is readable, it stops rather than silently
-    start again at step 0.
-    """
-    skipped = []
-    for candidate in layout.resume_candidates():
-        problem = checkpoint_problem(candidate)
-        if problem is None:
-            return candidate
-        skipped.append(f"{candidate.name} ({problem})")
-        if getattr(rank_zero_only, "rank", 0) == 0:
-            aside = candidate.with_name(candidate.name + ".corrupt")
-            candidate.replace(aside)
-            rank_zero_warn(f"cannot resume from {candidate}: {problem}; moved it to {aside.name}")
-    corrupt = sorted(p.name for p in layout.checkpoint_dir.glob("*.corrupt")) if layout.checkpoint_dir else []
-    if skipped or corrupt:
-        raise ValueError(
-            f"run directory {layout.run_dir} holds no readable checkpoint ({', '.join(skipped or corrupt)}); "
-            "it will not silently start again at step 0. Pass --ckpt_path, or start a new --run_dir"
-        )
-    return None
-
-
-def plugins(configured: Any) -> list[Any]:
-    """The configured plugins plus atomic checkpoint IO and, inside SLURM, SLURMEnvironment without auto-requeue."""
-    items = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
-    if not any(isinstance(p, CheckpointIO) for p in items):
-        items.append(AtomicCheckpointIO())
-    if slurm_job_tag() is not None and not any(isinstance(p, ClusterEnvironment) for p in items):
-        items.append(SLURMEnvironment(auto_requeue=False))  # Preemption requeues instead (see there)
-    return items
-
-
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
     argv = sys.argv[1:] if args is None else args
-    guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
+    guard = StartGuard()  # whether any loop reached its first batch; what a failed start created
+    # Inside out: W&B closes first, so that a requeue cannot kill its service and an error's line comes last.
     with funnel(guard), exits(fit=argv[:1] == ["fit"]), closing_wandb():
         check_config_files(argv)
         return ResNetCLI(

@@ -365,9 +365,11 @@ def test_resume_into_another_network_of_the_same_shapes_is_refused_unless_asked(
     message = capsys.readouterr().err
     assert err.value.code == 2 and "holds another network than the config" in message
     assert "model.net.init_args.unit: original in checkpoint, relu_before_add now" in message
-    assert "--model.allow_net_change true" in message
-    cli = main([*changed, "--model.allow_net_change=true"])  # fine-tuning into the changed net, on purpose
+    assert "--allow_net_change true" in message and message.count("\n") == 1  # one line
+    cli = main([*changed, "--allow_net_change=true"])  # fine-tuning into the changed net, on purpose
     assert cli.trainer.global_step == 4 and cli.model.net.unit == "relu_before_add"  # type: ignore[attr-defined]
+    # A run decision, not the model's: not saved as a hyperparameter (a later resume decides again).
+    assert "allow_net_change" not in load(in_tmp / "run" / "checkpoints" / "last.ckpt")["hyper_parameters"]
 
 
 def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkpoint_s(
@@ -381,12 +383,30 @@ def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkp
     with pytest.raises(SystemExit) as err:
         main(["fit", "-c", config, "--ckpt_path", ckpt, other, "--trainer.max_steps=4"])
     message = capsys.readouterr().err
-    assert err.value.code == 2 and "holds another network than the config asks for" in message
-    assert "model.net.init_args.depths: [1, 1] in the checkpoint, [2, 2] in the config" in message
+    assert err.value.code == 2 and f"checkpoint {ckpt} does not fit the model" in message
+    assert "model.net.init_args.depths: [1, 1] in checkpoint, [2, 2] now" in message
     with caplog.at_level("INFO"):
         cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
     assert f"test: using the network of {ckpt}, not the config's" in caplog.text
     assert [len(cli.model.net.layer1), len(cli.model.net.layer2)] == [1, 1]  # type: ignore[attr-defined]
+
+
+def test_a_checkpoint_that_saved_allow_net_change_as_a_model_hyperparameter_still_loads(in_tmp: Path) -> None:
+    # Checkpoints written while allow_net_change was a model argument hold it in their hyperparameters;
+    # LightningCLI parses those over the config, where the key no longer exists.
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
+    main(["fit", "-c", config, "--run_dir", "a"])
+    ckpt = in_tmp / "a" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    saved["hyper_parameters"]["allow_net_change"] = False
+    torch.save(saved, ckpt)
+    for subcommand, metric in (("test", "test/acc1"), ("validate", "val/acc1")):
+        cli = main([subcommand, "-c", config, "--ckpt_path", str(ckpt)])
+        assert metric in cli.trainer.callback_metrics  # type: ignore[attr-defined]
+    predicted = main(["predict", "-c", config, "--ckpt_path", str(ckpt), "--trainer.limit_predict_batches=1"])
+    assert predicted.trainer.predict_loop.predictions[0].shape[-1] == 4  # type: ignore[attr-defined]
+    resumed = main(["fit", "-c", config, "--run_dir", "a", "--trainer.max_steps=4"])  # and a resume
+    assert resumed.trainer.global_step == 4  # type: ignore[attr-defined]
 
 
 EMA = '{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}'
