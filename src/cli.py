@@ -30,7 +30,7 @@ from src.callbacks import FiniteLoss, ResumeState
 from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, closing_wandb, run_loggers, run_name
 from src.models.classifier import ImageClassifier
 from src.preemption import Preemption, exits, ignore_late_warnings
-from src.progress import TextProgress
+from src.progress import TextProgress, example_input, quiet_first_screen
 from src.run import (
     CHECKPOINT_DEFAULTS,
     CHECKPOINTS,
@@ -99,6 +99,7 @@ class ResNetCLI(LightningCLI):
         super().after_instantiate_classes()
         # A run decision, not a hyperparameter: read by the model's load-time check, never saved with it.
         self.model.allow_net_change = bool(self.config_value("allow_net_change"))
+        self.model.example_input_array = example_input(self.datamodule, self.model)  # the summary's FLOPs
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
@@ -155,6 +156,7 @@ class ResNetCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
+    quiet_first_screen()
     argv = sys.argv[1:] if args is None else args
     guard = StartGuard()  # whether any loop reached its first batch; what a failed start created
     # Inside out: W&B closes first, so that a requeue cannot kill its service and an error's line comes last.

@@ -51,6 +51,7 @@ def test_shapes_ranges_and_class_index(imagenet_dir: Path) -> None:
     rrc = dm(imagenet_dir, train_crop="random_resized", crop_size=64, scale_range=(72, 96), eval_resize=72)
     rrc.setup("fit")
     assert rrc.train_set is not None and rrc.train_set[0][0].shape == (3, 64, 64)
+    assert data.image_size == xv.shape[-1] and rrc.image_size == 64  # the model summary's example input
 
 
 def test_scale_augmentation_samples_the_short_side_in_256_480(imagenet_dir: Path) -> None:
