@@ -14,6 +14,7 @@ holds is prose: keep such numbers out of the pages, or put them in a table.
 """
 
 import argparse
+import csv
 import json
 import re
 import statistics
@@ -248,6 +249,38 @@ def cpu_units(report: str) -> str:
     return markdown_table([*header, "paper R110 / R164 test err (%)"], body, numeric={1, 2, 3})
 
 
+# ---------------------------------------------------------------- renderers: the quickstart run
+
+
+def quickstart(console: str, metrics: str, hparams: str) -> str:
+    """README's quickstart ending: the lines the run printed, and what it trained, from the run's own files."""
+    lines = (REPO / console).read_text().splitlines()
+    shown = [line for line in lines if line.startswith(("Test top-1 accuracy", "run directory:"))]
+    if len(shown) != 2:
+        raise ValueError(f"{console}: expected one test-accuracy line and one run-directory line, found {shown}")
+    with (REPO / metrics).open() as f:
+        rows = list(csv.DictReader(f))
+    ends = [r for r in rows if r.get("perf/epoch_s")]  # one row per trained epoch, at its last step (0-based)
+    epochs = [float(r["perf/epoch_s"]) for r in ends]
+    steps = int(ends[-1]["step"]) + 1
+    facts = {k: v.strip() for k, v in (line.split(": ", 1) for line in (REPO / hparams).read_text().splitlines()
+                                        if line.startswith(("git/", "hw/")))}  # fmt: skip
+    dirty = " with uncommitted changes" if facts.get("git/dirty") == "true" else ""
+    minutes, secs = divmod(round(sum(epochs)), 60)
+    return "\n".join(
+        [
+            "```",
+            *shown,
+            "```",
+            "",
+            f"(measured at commit {facts['git/commit'][:7]}{dirty}: {len(epochs)} epochs, {steps} steps, "
+            f"{minutes} min {secs} s of training (the epochs' `perf/epoch_s`) on {facts['hw/cpus']} cores of "
+            f"{facts['hw/device']}; "
+            f"raw files: `{Path(console).parent}/`)",
+        ]
+    )
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in (
@@ -262,6 +295,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
         cpu_degradation,
         cpu_seeds,
         cpu_units,
+        quickstart,
     )
 }
 

@@ -82,3 +82,23 @@ def test_check_mode_exits_1_and_names_the_table(tmp_path: Path, monkeypatch: pyt
     assert published.main(["page.md"]) == 0  # rewrites it
     assert published.main(["page.md", "--check"]) == 0
     assert re.search(r"\| predict 10-crop \| pass \| 39 \|", (repo / "page.md").read_text())
+
+
+def test_readmes_quickstart_ending_is_the_recorded_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's quickstart accuracy and training time come from the run's console, metrics.csv and hparams."""
+    text = (published.REPO / "README.md").read_text()
+    spec = next(m["spec"] for m in published.BLOCK.finditer(text) if m["spec"].startswith("quickstart "))
+    repo = tmp_path / "repo"
+    for path in (p for m in published.BLOCK.finditer(text) for p in m["spec"].split()[1:]):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(published.REPO / path, repo / path)
+    monkeypatch.setattr(published, "REPO", repo)
+    console = repo / spec.split()[1]
+    recorded = re.search(r"Test top-1 accuracy (\d+\.\d+)%", console.read_text())
+    assert recorded and f"Test top-1 accuracy {recorded[1]}%" in text
+    console.write_text(console.read_text().replace(f"accuracy {recorded[1]}%", "accuracy 99.99%"))
+    new, changed = published.regenerate(text, "README.md")
+    assert changed == [spec] and "Test top-1 accuracy 99.99%" in new
+    console.write_text("no accuracy line: the run failed\n")
+    with pytest.raises(ValueError, match="expected one test-accuracy line"):
+        published.regenerate(text, "README.md")
