@@ -86,8 +86,10 @@ def test_bad_value_on_command_line_exits_before_training_naming_it(args: list[st
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]  # one line, the last one, naming the key and value
+    assert last.startswith("error: ") and proc.stderr.count("error") == 1, proc.stderr[-2000:]
     for name in names:
-        assert name in proc.stderr
+        assert name in last
     assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
 
 
@@ -102,7 +104,8 @@ def test_bad_key_in_yaml_is_named(in_tmp: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "blok" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "blok" in last, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
