@@ -81,21 +81,28 @@ class StartGuard(Callback):
                         Path(sub).rmdir()
 
 
+# The frame of a jsonargparse report, not its complaint: nested keys, class paths, and a Union's list of
+# subtypes with the failure of `None` (every optional group has it).
+_SCAFFOLD = re.compile(
+    r'Parser key "[^"]+":|Problem with given class_path .*:|Does not validate against any of the Union subtypes'
+    r"|Subtypes: .*|Errors:|Expected a <class 'NoneType'>|Given value( type)?: .*"
+)
+
+
 def one_line(error: BaseException) -> str:
     """The message a user needs, on one line, plus a hint.
 
     jsonargparse reports a parse error one nested key per line (``Parser key "model.net":`` / ``Problem
     with given class_path ...:`` / ``Parser key "unit":`` / the complaint): that becomes
-    ``model.net.unit: <the complaint>``. Anything else is the innermost cause: jsonargparse wraps a
-    constructor's error in its own report (each Union subtype's failure, the whole Namespace).
+    ``model.net.unit: <the complaint>``; of a Union's report only its subtypes' complaints stay. Anything
+    else is the innermost cause: jsonargparse wraps a constructor's error in its own report (each Union
+    subtype's failure, the whole Namespace).
     """
     if isinstance(error, argparse.ArgumentError):
-        lines = [line.strip() for line in error.message.strip().splitlines() if line.strip()]
+        lines = [line.strip().removeprefix("- ") for line in error.message.strip().splitlines() if line.strip()]
         keys = [m.group(1) for line in lines if (m := re.fullmatch(r'Parser key "([^"]+)":', line))]
-        rest = [
-            line for line in lines if not re.fullmatch(r'(Parser key "[^"]+"|Problem with given class_path .*):', line)
-        ]
-        return f"{'.'.join(keys)}: {' '.join(rest)}" if keys else " ".join(lines)
+        rest = [line for line in lines if not _SCAFFOLD.fullmatch(line)] or lines
+        return f"{'.'.join(keys)}: {' '.join(rest)}" if keys else " ".join(rest)
     cause: BaseException = error
     while (inner := cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)) is not None:
         cause = inner

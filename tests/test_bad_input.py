@@ -54,12 +54,13 @@ def test_a_config_file_that_is_missing_or_not_yaml_is_named(in_tmp: Path, capsys
         (["--model.lr=abc"], "error: model.lr: Expected a <class 'float'>. Got value: abc"),
         (["--model.net.init_args.unit=foo"], "error: model.net.unit: Expected a typing.Literal["),
         (["--model.lrr=0.1"], "error: unrecognized arguments: --model.lrr=0.1"),
+        (["--data.init_args.batch_size=x"], "error: data.batch_size: Expected a <class 'int'>. Got value: x"),
         (["--trainer.max_steps=0"], "error: trainer.max_steps: 0 trains no step"),
         (["--trainer.max_epochs=0"], "error: trainer.max_epochs: 0 trains no step"),
         (["--trainer.limit_train_batches=0"], "error: trainer.limit_train_batches: 0 trains no step"),
         (["--trainer.limit_train_batches=0.0"], "error: trainer.limit_train_batches: 0.0 trains no step"),
     ],
-    ids=["type", "literal", "unknown-key", "max_steps", "max_epochs", "limit_train_batches", "limit-float"],
+    ids=["type", "literal", "unknown-key", "union", "max_steps", "max_epochs", "limit_train_batches", "limit-float"],
 )
 def test_a_refused_config_is_one_line_naming_the_key_and_trains_nothing(
     tiny: str, in_tmp: Path, capsys: pytest.CaptureFixture, args: list[str], error: str
