@@ -28,9 +28,11 @@ class DumpState(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rank = trainer.global_rank
-        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()}  # type: ignore[union-attr]
+        net = pl_module.net
+        assert isinstance(net, torch.nn.Module), "DumpState expects an ImageClassifier-style module with .net"
+        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         torch.save(state, self.out_dir / f"rank{rank}.pt")
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics: dict[str, float | str] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         metrics.update(world_size=trainer.world_size, global_step=trainer.global_step, host=socket.gethostname())
         (self.out_dir / f"rank{rank}.json").write_text(json.dumps(metrics))
 
@@ -51,7 +53,14 @@ class RankShardsSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         shards = []
         for rank in range(self.world):
-            sampler = DistributedSampler(range(self.n), self.world, rank, shuffle=True, seed=self.seed)  # type: ignore[arg-type]
+            # DistributedSampler reads only len(dataset), which a range has; its stub wants a Dataset.
+            sampler: DistributedSampler[int] = DistributedSampler(
+                range(self.n),  # type: ignore[arg-type]
+                self.world,
+                rank,
+                shuffle=True,
+                seed=self.seed,
+            )
             sampler.set_epoch(self.epoch)
             shards.append(list(sampler))
         for start in range(0, len(shards[0]) - self.batch_size + 1, self.batch_size):

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 import tomllib
@@ -31,13 +32,19 @@ TARGETS = [
 ]  # fmt: skip
 
 
+def marker_env(target: dict[str, str]) -> dict[str, str]:
+    """This interpreter's marker environment with ``target``'s keys replaced."""
+    # Environment is a TypedDict whose fields are all str; mypy reads any TypedDict as Mapping[str, object].
+    return {**cast(dict[str, str], default_environment()), **target}
+
+
 def lock_entries() -> list[tuple[Path, Requirement]]:
     return [(path, req) for path in environment.LOCK_FILES for req in environment.lock_requirements(path)]
 
 
 def pinned(target: dict[str, str]) -> dict[str, list[str]]:
     """{name: [locked versions]} of the lock entries whose markers hold on ``target``."""
-    env = {**default_environment(), **target}
+    env = marker_env(target)
     out: dict[str, list[str]] = {}
     for _, req in lock_entries():
         if req.marker is None or req.marker.evaluate(env):
@@ -51,7 +58,7 @@ def pinned(target: dict[str, str]) -> dict[str, list[str]]:
 def test_every_pyproject_requirement_is_locked_inside_its_range(target: dict[str, str]) -> None:
     """Every dependency and extra in pyproject.toml has exactly one pin here, inside its range (no network)."""
     locked = pinned(target)
-    env = {**default_environment(), **target, "extra": ""}
+    env = marker_env({**target, "extra": ""})
     requirements = [*PYPROJECT["dependencies"], *itertools.chain(*PYPROJECT["optional-dependencies"].values())]
     for req in map(Requirement, requirements):
         if req.marker is not None and not req.marker.evaluate(env):

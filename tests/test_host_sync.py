@@ -137,12 +137,14 @@ class RecordSteps(L.Callback):
     check for NaN (FiniteLoss reads its device-side flag every gpu_check_every steps, here the same n):
     the forward, backward, optimizer and scheduler steps, and every callback's batch hooks between."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_every_n_steps: int) -> None:
+        # Lightning keeps the Trainer argument only as an undeclared attribute, so it is passed here too.
+        self.n = log_every_n_steps
         self.modes: tuple[HostSyncs, ReadBacks] | None = None
         self.seen: dict[int, list[str]] = {}
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        step, n = trainer.global_step, trainer.log_every_n_steps
+        step, n = trainer.global_step, self.n
         if step % n and (step + 1) % n:
             self.modes = HostSyncs(), ReadBacks()
             for mode in self.modes:
@@ -159,17 +161,18 @@ class RecordSteps(L.Callback):
 def test_a_training_step_reads_nothing_back() -> None:
     data = SyntheticDataModule(num_classes=10, in_channels=1, image_size=8, train_size=96, val_size=16, batch_size=8)
     net = ResNet(block="basic", depths=[1, 1, 1], widths=[4, 8, 8], stem="cifar", num_classes=10, in_channels=1)
-    record = RecordSteps()
+    every = 5
+    record = RecordSteps(log_every_n_steps=every)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=12,
-        log_every_n_steps=5,
+        log_every_n_steps=every,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,  # a bar shows the loss: it reads it back at every refresh
         enable_model_summary=False,
-        callbacks=[FiniteLoss(gpu_check_every=5, defer=True), RunFacts("sync-test"), record],  # as on a GPU
+        callbacks=[FiniteLoss(gpu_check_every=every, defer=True), RunFacts("sync-test"), record],  # as on a GPU
     )
     trainer.fit(ImageClassifier(net, schedule="cosine"), data)
     assert len(record.seen) >= 6

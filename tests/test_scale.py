@@ -129,15 +129,17 @@ def data(**kwargs) -> SyntheticDataModule:
 
 def test_bf16_mixed_and_channels_last_train(tmp_path: Path) -> None:
     model = ImageClassifier(tiny_net(), channels_last=True)
-    assert model.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    net = model.net
+    assert isinstance(net, ResNet)  # ImageClassifier keeps the module it was given (types it as nn.Module)
+    assert net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     seen: list[torch.dtype] = []
-    model.net.layer1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    before = model.net.fc.weight.detach().clone()
+    net.get_submodule("layer1").register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    before = net.fc.weight.detach().clone()
     t = trainer(tmp_path, precision="bf16-mixed")
     t.fit(model, data())
     assert t.global_step == 3 and torch.bfloat16 in seen
-    assert model.net.fc.weight.dtype == torch.float32  # master weights stay fp32
-    assert not torch.equal(model.net.fc.weight, before)
+    assert net.fc.weight.dtype == torch.float32  # master weights stay fp32
+    assert not torch.equal(net.fc.weight, before)
     assert torch.isfinite(t.callback_metrics["train/loss"])
 
 

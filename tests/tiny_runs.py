@@ -49,4 +49,5 @@ def fit(args: list[str]) -> Path:
     """Runs the CLI and returns the run directory (the CSV logger's)."""
     cli = main(args)
     assert wandb.run is None, "main() must finish its W&B run"
+    assert cli.trainer.log_dir is not None, "the CLI always configures a logger, so a run has a log dir"
     return Path(cli.trainer.log_dir)

@@ -1,6 +1,7 @@
 """Batched RandAugment / TrivialAugmentWide / random erasing against torchvision's per-image transforms."""
 
 import math
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -118,9 +119,9 @@ def test_random_erasing_draws_a_rectangle_per_image_as_torchvision_does() -> Non
 
 
 def test_on_device_policy_and_erasing_train_with_per_image_draws(cifar10_dir: Path, tmp_path: Path) -> None:
-    kwargs = dict(data_dir=str(cifar10_dir), batch_size=16, val_size=20, num_workers=0)
-    dm = CIFAR10DataModule(**kwargs, on_device=True, auto_augment="randaugment", random_erasing=1.0)
-    plain = CIFAR10DataModule(**kwargs, on_device=True)
+    cifar = partial(CIFAR10DataModule, data_dir=str(cifar10_dir), batch_size=16, val_size=20, num_workers=0)
+    dm = cifar(on_device=True, auto_augment="randaugment", random_erasing=1.0)
+    plain = cifar(on_device=True)
     dm.setup("fit")
     plain.setup("fit")
     loader = dm.train_dataloader()
@@ -131,7 +132,7 @@ def test_on_device_policy_and_erasing_train_with_per_image_draws(cifar10_dir: Pa
     assert all((o == 0).all(dim=0).any() for o in out)  # erased (p=1) to 0, the mean in standardised units
     # The policy itself is wired in: without erasing, crops and flips of one image leave its pixel
     # multiset unchanged up to the padding; RandAugment's colour ops change the values themselves.
-    policy_only = CIFAR10DataModule(**kwargs, on_device=True, auto_augment="randaugment", padding=0)
+    policy_only = cifar(on_device=True, auto_augment="randaugment", padding=0)
     policy_only.setup("fit")
     augmented = policy_only.recipe(train=True)(one, torch.Generator().manual_seed(0))
     plain_once = policy_only.recipe(train=False)(one[:1])[0]

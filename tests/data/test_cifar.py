@@ -220,9 +220,11 @@ def test_augmentation_policy_and_random_erasing_draw_per_image_in_training_only(
     dm.setup("fit")
     plain = dm10(cifar10_dir, augment=False)
     plain.setup("fit")
-    assert dm.train_set is not None and dm.val_set is not None and plain.train_set is not None
-    image = dm.train_set.images[0]
-    draws = torch.stack([dm.train_set.transform(image) for _ in range(16)])  # the same image, 16 draws
+    assert dm.train_set is not None and dm.val_set is not None
+    assert plain.train_set is not None and plain.val_set is not None
+    image, transform = dm.train_set.images[0], dm.train_set.transform
+    assert transform is not None  # a training set always carries its augmentation
+    draws = torch.stack([transform(image) for _ in range(16)])  # the same image, 16 draws
     assert draws.shape == (16, 3, 32, 32) and draws.dtype == torch.float32
     assert len({d.sum().item() for d in draws}) > 8  # each image (call) draws its own ops and erased box
     # Random erasing (p=1) writes 0, the mean in standardised units, into a box of every draw.

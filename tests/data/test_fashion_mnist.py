@@ -18,6 +18,7 @@ def fmnist(fmnist_dir: Path) -> FashionMNISTDataModule:
 
 
 def test_official_splits_and_seeded_disjoint_validation(fmnist: FashionMNISTDataModule, fmnist_dir: Path) -> None:
+    assert fmnist.train_set is not None and fmnist.val_set is not None and fmnist.test_set is not None
     assert (len(fmnist.train_set), len(fmnist.val_set), len(fmnist.test_set)) == (55000, 5000, 10000)
     assert fmnist.train_set.images.shape[1:] == (1, 28, 28) and fmnist.train_set.images.dtype == torch.uint8
     # the test split is the official t10k file, untouched
@@ -29,9 +30,11 @@ def test_official_splits_and_seeded_disjoint_validation(fmnist: FashionMNISTData
     assert torch.equal(rows.sort(0).values, all_train.sort(0).values)
     again = FashionMNISTDataModule(data_dir=str(fmnist_dir), num_workers=0)
     again.setup("fit")
+    assert again.val_set is not None
     assert torch.equal(again.val_set.labels, fmnist.val_set.labels)
     other = FashionMNISTDataModule(data_dir=str(fmnist_dir), num_workers=0, seed=1)
     other.setup("fit")
+    assert other.val_set is not None
     assert not torch.equal(other.val_set.images, fmnist.val_set.images)
     # every class is present in the validation split, roughly balanced
     counts = torch.bincount(fmnist.val_set.labels, minlength=10)
@@ -47,6 +50,7 @@ def test_normalisation_constants_are_the_training_set_statistics(fmnist_dir: Pat
 def test_eval_batches_are_normalised_and_train_batches_augmented(fmnist: FashionMNISTDataModule) -> None:
     x, y = next(iter(fmnist.val_dataloader()))
     assert x.shape == (256, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert fmnist.val_set is not None and fmnist.train_set is not None  # the fixture ran setup("fit")
     expected = (fmnist.val_set.images[:256].float() / 255 - 0.2860) / 0.3530
     torch.testing.assert_close(x, expected)
     assert abs(x.mean().item()) < 0.1 and 0.9 < x.std().item() < 1.1
@@ -67,7 +71,7 @@ def test_uncompressed_files_in_torchvision_layout(tmp_path: Path, fmnist_dir: Pa
                 shutil.copyfileobj(src, dst)
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), num_workers=0, download=False)
     dm.setup("test")
-    assert len(dm.test_set) == 10000
+    assert dm.test_set is not None and len(dm.test_set) == 10000
 
 
 def test_missing_file_names_the_file_and_how_to_get_it(tmp_path: Path) -> None:

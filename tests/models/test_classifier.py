@@ -101,6 +101,7 @@ def test_no_weight_decay_for_bn_and_bias() -> None:
     bn_and_bias = {id(p) for n, p in model.net.named_parameters() if "bn" in n or n.endswith("bias")}
     assert {id(p) for p in no_decay["params"]} == bn_and_bias
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 1e-4
+    assert isinstance(model.net, ResNet)  # ImageClassifier keeps the module it was given (types it as nn.Module)
     assert all(p.ndim == 4 or p is model.net.fc.weight for p in decay["params"])
     (single,) = ImageClassifier(tiny_net()).param_groups()
     assert len(single["params"]) == len(list(model.net.parameters()))
@@ -126,19 +127,22 @@ def test_no_top5_with_five_classes_or_fewer(tmp_path) -> None:
     assert "test/acc1" in results and "test/acc5" not in results
 
 
-def test_label_smoothing_changes_training_loss_only() -> None:
+def test_label_smoothing_changes_training_loss_only(monkeypatch: pytest.MonkeyPatch) -> None:
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     net = tiny_net()
     plain, smooth = ImageClassifier(net), ImageClassifier(net, label_smoothing=0.2)
     for m in (plain, smooth):
-        m.log = lambda *a, **k: None  # outside a Trainer there is nothing to log to
+        monkeypatch.setattr(m, "log", lambda *a, **k: None)  # outside a Trainer there is nothing to log to
     assert smooth._step((x, y), "train") != plain._step((x, y), "train")
     assert smooth._step((x, y), "val") == plain._step((x, y), "val")
 
 
 def test_predict_step_returns_class_probabilities(tmp_path) -> None:
     preds = trainer(tmp_path).predict(ImageClassifier(tiny_net()), tiny_data())
-    probs = torch.cat(preds)
+    assert preds is not None
+    batches = [p for p in preds if isinstance(p, torch.Tensor)]
+    assert len(batches) == len(preds), "one predict loader gives a flat list of per-batch tensors"
+    probs = torch.cat(batches)
     assert probs.shape == (32, 10)
     assert (probs >= 0).all()
     torch.testing.assert_close(probs.sum(-1), torch.ones(32))
