@@ -402,11 +402,11 @@ def test_a_checkpoint_that_saved_allow_net_change_as_a_model_hyperparameter_stil
     torch.save(saved, ckpt)
     for subcommand, metric in (("test", "test/acc1"), ("validate", "val/acc1")):
         cli = main([subcommand, "-c", config, "--ckpt_path", str(ckpt)])
-        assert metric in cli.trainer.callback_metrics  # type: ignore[attr-defined]
+        assert metric in cli.trainer.callback_metrics
     predicted = main(["predict", "-c", config, "--ckpt_path", str(ckpt), "--trainer.limit_predict_batches=1"])
-    assert predicted.trainer.predict_loop.predictions[0].shape[-1] == 4  # type: ignore[attr-defined]
+    assert predicted.trainer.predict_loop.predictions[0].shape[-1] == 4
     resumed = main(["fit", "-c", config, "--run_dir", "a", "--trainer.max_steps=4"])  # and a resume
-    assert resumed.trainer.global_step == 4  # type: ignore[attr-defined]
+    assert resumed.trainer.global_step == 4
 
 
 EMA = '{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}'
