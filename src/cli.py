@@ -40,6 +40,7 @@ from src.run import (
     evaluate_after_fit,
     plugins,
     slurm_job_tag,
+    without_old_run_options,
 )
 
 
@@ -176,7 +177,7 @@ def main(args: list[str] | None = None) -> ResNetCLI:
                 # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
                 "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
             },
-            args=args,
+            args=without_old_run_options(argv),
         )
 
 

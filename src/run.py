@@ -22,12 +22,14 @@ keeps the config's network, the model's load-time check refuses another one unle
 ``--allow_net_change``), the plugins every run gets, and the test after ``fit`` (``evaluate_after_fit``).
 """
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -187,6 +189,22 @@ def checkpoint_model_config(subcommand: str, path: str, config_net: Any) -> dict
     if "_class_path" in hparams:  # a model given by class path (LightningCLI's own handling)
         return {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
     return hparams
+
+
+def without_old_run_options(args: list[str]) -> list[str]:
+    """The command line, with each ``-c`` file saved by a run from before ``allow_net_change`` became a run
+    option (its ``config.yaml`` holds ``model.allow_net_change``) passed as its YAML text without that key:
+    ``test -c <old run>/config.yaml --ckpt_path ...`` keeps working."""
+    out = list(args)
+    for i, (flag, value) in enumerate(itertools.pairwise(args)):
+        if flag in ("-c", "--config") and Path(value).is_file():
+            content = yaml.safe_load(Path(value).read_text())
+            model = content.get("model") if isinstance(content, dict) else None
+            if isinstance(model, dict) and any(key in model for key in RUN_OPTIONS_IN_OLD_CHECKPOINTS):
+                for key in RUN_OPTIONS_IN_OLD_CHECKPOINTS:
+                    model.pop(key, None)
+                out[i + 1] = yaml.safe_dump(content, sort_keys=False)
+    return out
 
 
 def plugins(configured: Any) -> list[Any]:

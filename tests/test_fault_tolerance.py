@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -403,6 +404,12 @@ def test_a_checkpoint_that_saved_allow_net_change_as_a_model_hyperparameter_stil
     for subcommand, metric in (("test", "test/acc1"), ("validate", "val/acc1")):
         cli = main([subcommand, "-c", config, "--ckpt_path", str(ckpt)])
         assert metric in cli.trainer.callback_metrics
+    # and the run's own config.yaml of that time, as README's reproduction command passes it
+    old_config = in_tmp / "a" / "version_0" / "config.yaml"
+    saved_config = yaml.safe_load(old_config.read_text())
+    saved_config["model"]["allow_net_change"] = False
+    old_config.write_text(yaml.safe_dump(saved_config))
+    assert "test/acc1" in main(["test", "-c", str(old_config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
     predicted = main(["predict", "-c", config, "--ckpt_path", str(ckpt), "--trainer.limit_predict_batches=1"])
     assert predicted.trainer.predict_loop.predictions[0].shape[-1] == 4
     resumed = main(["fit", "-c", config, "--run_dir", "a", "--trainer.max_steps=4"])  # and a resume
