@@ -1,6 +1,6 @@
 """The tables of the results pages, regenerated from the raw files committed beside them.
 
-A results page (benchmarks/gpu.md, docs/results.md, README.md) marks each generated table:
+A results page (benchmarks/gpu.md, benchmarks/host.md, docs/results.md, README.md) marks each generated table:
 
     <!-- generated: <renderer> <raw file> [<raw file> ...] -->
     | ... the table ... |
@@ -21,11 +21,12 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from src.markdown import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ("benchmarks/gpu.md", "docs/results.md", "README.md")
+PAGES = ("benchmarks/gpu.md", "benchmarks/host.md", "docs/results.md", "README.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL)
 
 # CIFAR-10 test error (%) of the papers, for the reader's comparison; cited, not measured here.
@@ -200,12 +201,17 @@ def _configs(path: str) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def residual(rows: dict[str, Any], depth: int) -> Any:
+    """The residual net of ``depth``: ``r20`` (its own name), ``resnet20`` in runs recorded before."""
+    return rows[f"r{depth}"] if f"r{depth}" in rows else rows[f"resnet{depth}"]
+
+
 def repro_depths(path: str) -> str:
     """Degradation grid: test error of plain and residual nets per depth, mean of the seeds (min-max)."""
     configs = _configs(path)
     depths = sorted(int(c[len("plain") :]) for c in configs if c.startswith("plain"))
     body = [
-        [str(d), mean_range(configs[f"plain{d}"]["test"]), mean_range(configs[f"resnet{d}"]["test"])] for d in depths
+        [str(d), mean_range(configs[f"plain{d}"]["test"]), mean_range(residual(configs, d)["test"])] for d in depths
     ]
     return markdown_table(["depth", "plain: test err (%)", "ResNet (A): test err (%)"], body, numeric={0, 1, 2})
 
@@ -224,7 +230,7 @@ def cpu_degradation(report: str) -> str:
     rows = report_rows(report)
     depths = sorted(int(n[len("plain") :]) for n in rows if n.startswith("plain"))
     cols = ("best val err (%)", "final test err (%)")
-    body = [[str(d), *(rows[f"{k}{d}"][c] for k in ("plain", "resnet") for c in cols)] for d in depths]
+    body = [[str(d), *(net[c] for net in (rows[f"plain{d}"], residual(rows, d)) for c in cols)] for d in depths]
     header = ["depth", "plain: best val err (%)", "plain: test err (%)", "ResNet (A): best val err (%)"]
     return markdown_table([*header, "ResNet (A): test err (%)"], body, numeric={0, 1, 2, 3, 4})
 
@@ -247,6 +253,57 @@ def cpu_units(report: str) -> str:
         body.append([label, *cells, " / ".join(PAPER_UNITS[unit])])
     header = ["unit", "R20 basic: best val / test err (%)", "R29 bottleneck: best val / test err (%)"]
     return markdown_table([*header, "paper R110 / R164 test err (%)"], body, numeric={1, 2, 3})
+
+
+# ---------------------------------------------------------------- renderers: scripts/bench_host.py
+
+
+def _stat(values: list[float], digits: int) -> str:  # median (min-max)
+    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+
+def _host(path: str, label: str) -> dict:
+    return json.loads((REPO / path).read_text())[label]  # scripts/bench_host.py --label LABEL
+
+
+def host_steps(path: str, label: str = "after") -> str:
+    """ms per step of each loop (median (min-max)) and the fits' overhead over the bare loop, per shape."""
+    body = []
+    for shape in _host(path, label)["shapes"].values():
+        if "ms_per_step" not in shape:
+            continue
+        bare = shape["ms_per_step"]["bare"]
+        for name, values in shape["ms_per_step"].items():
+            over = [v - b for v, b in zip(values, bare, strict=True)]
+            cells = [_stat(over, 3), _stat([v / b for v, b in zip(values, bare, strict=True)], 2)]
+            body.append([shape["what"], name, _stat(values, 3), *(cells if name.startswith("fit") else ["", ""])])
+        body.append([shape["what"], "A/A floor (bare twice)", "", "", f"±{100 * shape['aa_floor']:.0f}%"])
+    header = ["shape", "loop", "ms/step", "overhead over bare (ms/step)", "fit / bare"]
+    return markdown_table(header, body, numeric={2, 3, 4})
+
+
+def host_steps_before(path: str) -> str:  # the first measurement, before the changes
+    return host_steps(path, "before")
+
+
+def host_breakdown(path: str, label: str = "after", shape: str = "tiny") -> str:
+    """µs per step of each item of ``fit, as run``: the baseline commit's code and this one's, one process."""
+    data = _host(path, label)["shapes"][shape]
+    after, before = data["breakdown_us"], data.get("baseline_breakdown_us") or {}
+    items = list(dict.fromkeys([*before, *after]))
+    body = [[item, f"{before[item]:,.0f}" if item in before else "", f"{after.get(item, 0):,.0f}"] for item in items]
+    return markdown_table(["item (µs per step)", data.get("baseline") or "before", "this code"], body, numeric={1, 2})
+
+
+def host_compile(path: str, label: str = "compile") -> str:
+    """Seconds of a compiled fit's first step in a fresh process: empty compile cache (cold), the cold one's (warm)."""
+    body = []
+    for shape in _host(path, label)["shapes"].values():
+        if "compile_s" in shape:
+            cold, warm = shape["compile_s"]["cold"], shape["compile_s"]["warm"]
+            ratios = [w / c for w, c in zip(warm, cold, strict=True)]
+            body.append([shape["what"], str(len(cold)), _stat(cold, 1), _stat(warm, 1), _stat(ratios, 3)])
+    return markdown_table(["shape", "pairs", "cold (s)", "warm (s)", "warm / cold"], body, numeric={1, 2, 3, 4})
 
 
 # ---------------------------------------------------------------- renderers: the quickstart run
@@ -295,6 +352,10 @@ RENDERERS: dict[str, Callable[..., str]] = {
         cpu_degradation,
         cpu_seeds,
         cpu_units,
+        host_steps,
+        host_steps_before,
+        host_breakdown,
+        host_compile,
         quickstart,
     )
 }

@@ -1,6 +1,6 @@
 """A local grid: one ``python -m src.cli fit`` per point, ``--jobs`` at a time, GPUs handed out round-robin.
 
-    python scripts/sweep.py -c configs/recipes/cifar.yaml -c configs/models/resnet20.yaml \
+    python scripts/sweep.py -c configs/recipes/cifar.yaml --grid model.net.init_args.depth=20,56 \
         --grid model.lr=0.1,0.05 --grid model.weight_decay=1e-4,5e-4 --jobs 2 --gpus 0,1
     python scripts/sweep.py -c configs/quickstart.yaml --grid model.lr=0.1,0.05 --seeds 3 -- --trainer.max_epochs 2
 

@@ -7,6 +7,7 @@
 Preemption (SIGUSR1/SIGTERM, the requeue) is ``src/preemption.py``.
 """
 
+import math
 import random
 from typing import Any
 
@@ -21,8 +22,9 @@ class FiniteLoss(Callback):
 
     On the CPU it is checked before backward, every step, so the bad step never reaches the
     weights. On a GPU reading the loss every step would stall the pipeline (a host sync per
-    step), so the first bad step is recorded on the device and read every ``gpu_check_every``
-    steps and before every checkpoint save: the run still stops naming the exact step.
+    step), so the losses are kept on the device (no kernel per step) and their finiteness read
+    back in one transfer every ``gpu_check_every`` steps and before every checkpoint save: the
+    run still stops naming the exact step.
 
     A finite loss can still produce non-finite weights (an lr so large that the update overflows),
     so every checkpoint's model and optimizer tensors are checked before it is written: one
@@ -36,18 +38,23 @@ class FiniteLoss(Callback):
     def __init__(self, gpu_check_every: int = 50, defer: bool | None = None) -> None:
         self.gpu_check_every = gpu_check_every
         self.defer = defer  # None: defer on accelerators only
-        self._first_bad: torch.Tensor | None = None  # step of the first bad loss, -1 if none
+        # Deferred: the losses since the last check and their steps. Keeping the tensors launches nothing
+        # per step; the check stacks them and reads their finiteness back in one transfer.
+        self._losses: list[torch.Tensor] = []
+        self._steps: list[int] = []
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        bad = ~torch.isfinite(loss.detach()).all()
-        if not (self.defer if self.defer is not None else loss.device.type != "cpu"):
-            if bad:
-                self._raise(trainer, trainer.global_step, f"{loss.item()}", "stopped before the optimizer step")
+        value = loss.detach()
+        if not (self.defer if self.defer is not None else value.device.type != "cpu"):
+            # On the CPU a read is no sync: a Python float check, no kernel launched
+            finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
+            if not finite:
+                self._raise(
+                    trainer, trainer.global_step, f"{value.float().sum().item()}", "stopped before the optimizer step"
+                )
             return
-        if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-        step = torch.full_like(self._first_bad, trainer.global_step)
-        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        self._losses.append(value)
+        self._steps.append(trainer.global_step)
         if trainer.global_step % self.gpu_check_every == 0:
             self._check(trainer)
 
@@ -66,8 +73,14 @@ class FiniteLoss(Callback):
             )
 
     def _check(self, trainer: Trainer) -> None:
-        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
-            self._raise(trainer, step, "not finite", f"noticed at step {trainer.global_step}")
+        if not self._losses:
+            return
+        losses, steps = self._losses, self._steps
+        self._losses, self._steps = [], []
+        # One value per loss (a sum stays non-finite if any element is), one read-back for all
+        finite = torch.isfinite(torch.stack([v if v.ndim == 0 else v.float().sum() for v in losses])).tolist()
+        if not all(finite):
+            self._raise(trainer, steps[finite.index(False)], "not finite", f"noticed at step {trainer.global_step}")
 
     def _raise(self, trainer: Trainer, step: int, value: str, when: str) -> None:
         raise FloatingPointError(

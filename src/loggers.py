@@ -42,7 +42,7 @@ Mode = Literal["auto", "online", "offline", "disabled"]
 
 @dataclass
 class WandbOptions:
-    """The ``wandb:`` config group. ``name`` defaults to one derived from the network, e.g. ``r56-full_preact-A``."""
+    """The ``wandb:`` config group. ``name`` defaults to the network's name, e.g. ``r56-full_preact``."""
 
     mode: Mode = "auto"
     project: str = "resnet-template"
@@ -55,24 +55,15 @@ class WandbOptions:
     init_timeout: float = 60.0  # seconds wandb.init may wait for the server before we fall back to offline
 
 
-def network_depth(net: nn.Module) -> int | None:
-    """Depth as the papers count it: weighted layers on the main path (convs + fc), shortcuts excluded."""
-    block, stages = getattr(net, "block", None), getattr(net, "stages", None)
-    if block not in ("basic", "bottleneck") or not stages:
-        return None
-    blocks = sum(len(getattr(net, stage)) for stage in stages)
-    return blocks * (2 if block == "basic" else 3) + 2  # + stem conv + fc
+def describe_net(net: nn.Module) -> dict[str, Any]:
+    """The network's own facts (``ResNet.describe()``: name, depth, block, ...); other modules give their class name."""
+    describe = getattr(net, "describe", None)
+    return describe() if callable(describe) else {"name": type(net).__name__.lower()}
 
 
 def run_name(net: nn.Module) -> str:
-    """``r56-full_preact-A`` (residual) or ``plain20-original`` (shortcut ``none``); the class name otherwise."""
-    depth = network_depth(net)
-    if depth is None:
-        return type(net).__name__.lower()
-    shortcut = getattr(net, "shortcut", None)
-    if shortcut == "none":
-        return f"plain{depth}-{net.unit}"
-    return f"r{depth}-{net.unit}-{shortcut}"
+    """``r56``, ``plain20``, ``r110-full_preact-B``: ``ResNet.name``; the class name for other modules."""
+    return str(describe_net(net)["name"])
 
 
 def has_api_key() -> bool:
@@ -224,9 +215,9 @@ class RunFacts(Callback):
         if isinstance(x, torch.Tensor) and x.ndim == 4:
             facts["model/input"] = "x".join(map(str, x.shape[1:]))
             facts["model/GMACs"] = count_macs(net, tuple(x.shape[1:])) / 1e9
-        facts["model/depth"] = network_depth(net)
-        for key in ("block", "unit", "shortcut"):
-            facts[f"model/{key}"] = getattr(net, key, None)
+        described = describe_net(net)
+        for key in ("name", "depth", "block", "stages", "unit", "shortcut"):
+            facts[f"model/{key}"] = described.get(key)
         facts.update(git_state())
         facts.update(hardware(trainer))
         facts.update(environment.facts())

@@ -38,7 +38,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
-from src.models.checkpoint_fit import net_differences
+from src.models.checkpoint_fit import net_differences, upgrade_hparams
 
 CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
 CHECKPOINT_DEFAULTS = {
@@ -182,6 +182,7 @@ def checkpoint_model_config(subcommand: str, path: str, config_net: Any) -> dict
     hparams = dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {}))
     for key in ("_instantiator", *RUN_OPTIONS_IN_OLD_CHECKPOINTS):
         hparams.pop(key, None)
+    upgrade_hparams(hparams)  # older checkpoints' network arguments in today's names
     if subcommand == "fit":
         hparams.pop("net", None)
     elif differ := net_differences(hparams, config_net):

@@ -64,7 +64,7 @@ trainer:
 model:
   net:
     class_path: src.models.resnet.ResNet
-    init_args: {{block: basic, depths: [1, 1], widths: {widths}, stem: cifar, shortcut: A}}
+    init_args: {{depth: [1, 1], widths: {widths}, stem: cifar}}
   lr: 0.05
   schedule: cosine
 data:

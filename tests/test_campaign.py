@@ -59,7 +59,7 @@ def check_throughput(tp: dict[str, Any]) -> None:
 
 def check_repro(rp: dict[str, Any], work: Path) -> None:
     runs = rp["runs"]
-    assert {r.rsplit("-s", 1)[0] for r in runs} == {"plain8", "resnet8", "r8-full_preact"}
+    assert {r.rsplit("-s", 1)[0] for r in runs} == {"plain8", "r8", "r8-full_preact"}
     assert {r.rsplit("-s", 1)[1] for r in runs} == {"0", "1"}  # two seeds of every configuration
     assert all(r["rc"] == 0 and r["test_err"] is not None for r in runs.values()), runs
     assert rp["reports"] == {"degradation": True, "units": True}
@@ -83,7 +83,24 @@ def check_epochs_match_the_csv(epochs: list[dict[str, Any]], metrics_csv: Path) 
 def check_tta(tta: dict[str, Any], work: Path) -> None:
     assert tta["curve"] and 0 < tta["curve"][-1]["test_acc1"] <= 100 and min(tta["images_per_s"]) > 0
     assert [(c["steps"], c["complete"]) for c in tta["curve"]] == [(3, True), (6, True)]  # 2 epochs of 3 batches
-    check_epochs_match_the_csv(tta["epochs"], next(work.glob("tta/resnet20/*/metrics.csv")))
+    check_epochs_match_the_csv(tta["epochs"], next(work.glob("tta/r20/*/metrics.csv")))
+
+
+def check_host(host: dict[str, Any]) -> None:
+    for key in ("eager", "compiled"):
+        ips = host[key]["ips"]
+        assert set(ips) == {"bare", "bare (A/A)", "fit"} and all(min(v) > 0 for v in ips.values())
+        check_floor(host[key]["aa_floor"], ips["bare"], ips["bare (A/A)"])
+        check_verdict(host[key]["fit/bare"], ips["fit"], ips["bare"], host[key]["aa_floor"])
+    assert host["backend"] == "aot_eager" and "compile_s" not in host  # cold/warm: GPU only
+
+
+def check_graphs(graphs: dict[str, Any], work: Path) -> None:
+    assert graphs["failures"] == [] and graphs["graphs"] == {"rc": 2, "config_error": True}  # CUDA graphs on CPU
+    eager = graphs["eager"]
+    assert [(c["steps"], c["complete"]) for c in eager["curve"]] == [(3, True), (6, True)]
+    assert 0 < eager["final_test_acc"] <= 100 and min(eager["images_per_s"]) > 0
+    check_epochs_match_the_csv(eager["epochs"], next(work.glob("graphs-eager/r20/*/metrics.csv")))
 
 
 def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
@@ -94,12 +111,12 @@ def check_sync_without_cuda(sync: dict[str, Any], summary: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1100)
+@pytest.mark.timeout(1400)
 def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, fmnist_dir: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = [sys.executable, "-m", "scripts.campaign", "run", "--quick", "--out", str(out), "--work", str(work)]
-    cmd += ["--budget", "840", "--data-dir", str(fmnist_dir)]  # ~400 s on a loaded 2-core machine
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1000)
+    cmd += ["--budget", "1160", "--data-dir", str(fmnist_dir)]  # ~600 s on a loaded 2-core machine
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1320)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     results = json.loads((out / "results.json").read_text())
@@ -134,6 +151,9 @@ def test_quick_campaign_runs_every_stage_and_writes_its_results(tmp_path: Path, 
     check_floor(comp["aa_floor"], comp["ips"]["eager"], comp["ips"]["eager (A/A)"])
     check_verdict(comp["compiled/eager"], comp["ips"]["compiled"], comp["ips"]["eager"], comp["aa_floor"])
 
+    check_host(results["host"]["data"])
+    check_graphs(results["graphs"]["data"], work)
+
     for name in plan.STAGES:
         assert f"## {name}" in summary
     for name, text in results["throughput"]["data"]["ratios"].items():
@@ -156,6 +176,19 @@ def test_a_missing_timm_is_a_recorded_failure(tmp_path: Path, monkeypatch: pytes
     saved = json.loads((tmp_path / "throughput.json").read_text())
     assert saved["status"].startswith("failed: timm is not importable")
     assert "timm bare" not in saved["data"]["ips"] and min(saved["data"]["ips"]["ours bare"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["host", "graphs"])
+def test_host_and_graphs_stages_run_quick(stage: str, tmp_path: Path, fmnist_dir: Path) -> None:
+    """The two stages alone, as the campaign runs them (the whole campaign takes many minutes here)."""
+    box = plan.stage(stage).BOX.quick
+    args = argparse.Namespace(stage=stage, work=tmp_path, deadline=time.time() + box, quick=True,
+                              data_dir=fmnist_dir, results=tmp_path / "none.json", repro_epochs=None)  # fmt: skip
+    driver.run_stage(args)
+    saved = json.loads((tmp_path / f"{stage}.json").read_text())
+    assert saved["status"] == "ok", saved
+    check_host(saved["data"]) if stage == "host" else check_graphs(saved["data"], tmp_path)
 
 
 def test_ratio_inside_the_aa_floor_reads_no_difference() -> None:

@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import REPO, run_cli
 
 # Pieces of a stack, not runnable alone; and W&B sweep definitions (tests/test_sweeps.py).
-FRAGMENT_DIRS = {"data", "trainer", "models", "recipes", "sweeps"}
+FRAGMENT_DIRS = {"data", "trainer", "recipes", "sweeps"}
 EXPERIMENTS = sorted(
     p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS
 )
@@ -49,7 +49,7 @@ def test_later_configs_and_flags_override_earlier_ones(in_tmp: Path, capsys: pyt
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["lr"] == 0.05
     assert cfg["model"]["net"]["init_args"]["unit"] == "full_preact"
-    assert cfg["model"]["net"]["init_args"]["block"] == "bottleneck"  # from r50.yaml
+    assert cfg["model"]["net"]["init_args"]["depth"] == 50  # from r50.yaml, over its recipe's 18
     assert cfg["data"]["class_path"] == "src.data.synthetic.SyntheticDataModule"
 
 
@@ -72,7 +72,8 @@ def test_imagenet_config_fast_dev_run_on_synthetic_data(in_tmp: Path) -> None:
     [
         (["--model.net.init_args.unit=foo"], ["unit", "foo", "full_preact"]),
         (["--model.lrr=0.1"], ["lrr"]),
-        (["--model.net.init_args.depths=[1, 1]"], ["depths=[1, 1]", "widths=[16, 32, 64]"]),
+        (["--model.net.init_args.depth=[1, 1]"], ["depth=[1, 1]", "widths=[16, 32, 64]"]),
+        (["--model.net.init_args.depth=21"], ["depth=21", "6n+2"]),
         (["--model.net.init_args.shortcut=D"], ["shortcut", "D"]),
         (["--data.init_args.batch_size=0"], ["batch_size=0"]),
     ],

@@ -278,7 +278,7 @@ def test_resume_with_changed_architecture_names_the_mismatch(
 
 
 def test_nan_loss_stops_training_naming_the_step(tmp_path: Path) -> None:
-    net = ResNet(block="basic", depths=[1, 1], widths=[4, 8], stem="cifar", shortcut="A", num_classes=4, in_channels=1)
+    net = ResNet(depth=[1, 1], widths=[4, 8], stem="cifar", num_classes=4, in_channels=1)
     model = ImageClassifier(net, lr=1e30, momentum=0.0, weight_decay=0.0, schedule="constant")  # diverges at once
     data = SyntheticDataModule(num_classes=4, in_channels=1, image_size=8, train_size=64, val_size=8, batch_size=8)
     trainer = Trainer(
@@ -295,7 +295,7 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path: Path) -> None:
 
 def test_deferred_nan_check_names_the_first_bad_step_and_never_checkpoints_it(tmp_path: Path) -> None:
     """The GPU mode (no host sync per step), run on the CPU: the exact first bad step, read later."""
-    net = ResNet(block="basic", depths=[1, 1], widths=[4, 8], stem="cifar", shortcut="A", num_classes=4, in_channels=1)
+    net = ResNet(depth=[1, 1], widths=[4, 8], stem="cifar", num_classes=4, in_channels=1)
     model = ImageClassifier(net, lr=1e30, momentum=0.0, weight_decay=0.0, schedule="constant")
     data = SyntheticDataModule(num_classes=4, in_channels=1, image_size=8, train_size=64, val_size=8, batch_size=8)
     saved = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
@@ -380,12 +380,12 @@ def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkp
     config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
     main(["fit", "-c", config, "--run_dir", "a"])
     ckpt = str(in_tmp / "a" / "checkpoints" / "last.ckpt")
-    other = "--model.net.init_args.depths=[2, 2]"
+    other = "--model.net.init_args.depth=[2, 2]"
     with pytest.raises(SystemExit) as err:
         main(["fit", "-c", config, "--ckpt_path", ckpt, other, "--trainer.max_steps=4"])
     message = capsys.readouterr().err
     assert err.value.code == 2 and f"checkpoint {ckpt} does not fit the model" in message
-    assert "model.net.init_args.depths: [1, 1] in checkpoint, [2, 2] now" in message
+    assert "model.net.init_args.depth: [1, 1] in checkpoint, [2, 2] now" in message
     with caplog.at_level("INFO"):
         cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
     assert f"test: using the network of {ckpt}, not the config's" in caplog.text
@@ -445,3 +445,38 @@ def test_ema_weights_are_validated_checkpointed_and_survive_a_kill_9_resume(tmp_
     validate = run_cli("validate", "-c", str(config), "--ckpt_path", str(tmp_path / "reference/checkpoints/last.ckpt"),
                        f"--trainer.default_root_dir={tmp_path / 'validate'}")  # fmt: skip
     assert float(validate.trainer.callback_metrics["val/loss"]) == pytest.approx(logged[-1], rel=1e-5)
+
+
+def test_a_checkpoint_written_before_depth_replaced_depths_still_tests_and_resumes(
+    in_tmp: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its hyperparameters name the network as the configs then did (``depths`` and every argument spelled
+    out); today's config spells the same ResNet-8 as ``depth: 8, stem: cifar``. Both are one network."""
+    config = in_tmp / "r8.yaml"
+    text = write_tiny_config(in_tmp / "tiny.yaml", max_steps=2).read_text()
+    config.write_text(text.replace("{depth: [1, 1], widths: [4, 8], stem: cifar}", "{depth: 8, stem: cifar}"))
+    main(["fit", "-c", str(config), "--run_dir", "a"])
+    ckpt = torch.load(in_tmp / "a" / "checkpoints" / "last.ckpt", weights_only=False)
+    net = ckpt["hyper_parameters"]["net"]
+    assert net["init_args"]["depth"] == 8
+    net["init_args"] = {  # configs/models/*.yaml's spelling of a CIFAR net before `depth`
+        "block": "basic", "depths": [1, 1, 1], "widths": [16, 32, 64], "stem": "cifar", "unit": "original",
+        "shortcut": "A", "stride_in_1x1": False, "zero_init_residual": False, "num_classes": 4, "in_channels": 1,
+        "drop_path_rate": 0.0,
+    }  # fmt: skip
+    (in_tmp / "b" / "checkpoints").mkdir(parents=True)
+    old = in_tmp / "b" / "checkpoints" / "last.ckpt"
+    torch.save(ckpt, old)
+
+    resumed = main(["fit", "-c", str(config), "--run_dir", "b", "--trainer.max_steps=4"])  # found in the run dir
+    assert resumed.trainer.global_step == 4
+    torch.save(ckpt, in_tmp / "old.ckpt")
+    # The parse-time check compares the config's num_classes/in_channels (not linked yet) too: state them.
+    linked = ["--model.net.init_args.num_classes=4", "--model.net.init_args.in_channels=1"]
+    again = main(["fit", "-c", str(config), "--ckpt_path", str(in_tmp / "old.ckpt"), "--trainer.max_steps=4", *linked])
+    assert again.trainer.global_step == 4 and again.model.net.name == "r8"
+    assert "holds another network" not in capsys.readouterr().err
+    with caplog.at_level("INFO"):
+        tested = main(["test", "-c", str(config), "--ckpt_path", str(in_tmp / "old.ckpt"), *linked])
+    assert torch.isfinite(tested.trainer.callback_metrics["test/err1"])
+    assert "not the config's" not in caplog.text  # one network, two spellings

@@ -126,7 +126,7 @@ def test_metrics_update_without_a_read_back() -> None:
     with HostSyncs() as library:  # torchmetrics' top-k path checks its one-hot input with .item()
         MulticlassAccuracy(10, top_k=5, average="micro").update(preds, target)
     assert "_local_scalar_dense[]" in library.seen
-    model = ImageClassifier(ResNet(block="basic", depths=[1, 1, 1], widths=[4, 8, 8], stem="cifar", num_classes=10))
+    model = ImageClassifier(ResNet(depth=[1, 1, 1], widths=[4, 8, 8], stem="cifar", num_classes=10))
     with HostSyncs() as ours:
         model.train_metrics.update(preds, target)
     assert ours.seen == [] and "topk" in ours.ops
@@ -160,7 +160,7 @@ class RecordSteps(L.Callback):
 
 def test_a_training_step_reads_nothing_back() -> None:
     data = SyntheticDataModule(num_classes=10, in_channels=1, image_size=8, train_size=96, val_size=16, batch_size=8)
-    net = ResNet(block="basic", depths=[1, 1, 1], widths=[4, 8, 8], stem="cifar", num_classes=10, in_channels=1)
+    net = ResNet(depth=[1, 1, 1], widths=[4, 8, 8], stem="cifar", num_classes=10, in_channels=1)
     every = 5
     record = RecordSteps(log_every_n_steps=every)
     trainer = L.Trainer(

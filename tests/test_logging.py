@@ -13,7 +13,7 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from scripts.report import read_wandb_offline
-from src.loggers import WandbOptions, git_state, network_depth, resolve_mode, run_loggers, run_name
+from src.loggers import WandbOptions, describe_net, git_state, resolve_mode, run_loggers, run_name
 from src.models import resnet as R
 from src.models.profile import count_macs, count_params
 from src.run import RunLayout
@@ -30,9 +30,9 @@ def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.parametrize(
     ("build", "name", "depth"),
     [
-        (lambda: R.cifar_resnet(56, unit="full_preact"), "r56-full_preact-A", 56),
-        (lambda: R.cifar_plain(20), "plain20-original", 20),
-        (lambda: R.resnet50(), "r50-original-B", 50),
+        (lambda: R.cifar_resnet(56, unit="full_preact"), "r56-full_preact", 56),
+        (lambda: R.cifar_plain(20), "plain20", 20),
+        (lambda: R.resnet50(), "r50", 50),
         (lambda: R.resnet18(shortcut="C", unit="bn_after_add"), "r18-bn_after_add-C", 18),
         (lambda: R.preact_resnet(164), "r164-full_preact-B", 164),
         (lambda: torch.nn.Linear(2, 2), "linear", None),
@@ -42,7 +42,7 @@ def test_run_name_counts_layers_like_the_papers(build, name: str, depth: int | N
     with torch.device("meta"):
         net = build()
     assert run_name(net) == name
-    assert network_depth(net) == depth
+    assert describe_net(net).get("depth") == depth
 
 
 def test_mode_auto_is_offline_without_credentials_and_env_wins(wandb_home: Path, monkeypatch) -> None:
@@ -99,9 +99,8 @@ def test_offline_run_logs_config_facts_and_metrics(wandb_home: Path, monkeypatch
     assert len(_csv_column(run_dir, "perf/epoch_s")) == 2
     assert all(v > 0 for v in _csv_column(run_dir, "perf/images_per_s"))
     facts = yaml.safe_load((run_dir / "hparams.yaml").read_text())  # safe_load: no Python tags in it
-    net = R.ResNet(block="basic", depths=[1, 1, 1], widths=[16, 32, 64], stem="cifar", shortcut="A", num_classes=10,
-                   in_channels=1)  # fmt: skip
-    assert facts["run/name"] == "r8-original-A" and facts["run/group"] == "g1" and facts["run/tags"] == ["tiny", "cpu"]
+    net = R.ResNet(depth=8, stem="cifar", num_classes=10, in_channels=1)
+    assert facts["run/name"] == "r8" and facts["run/group"] == "g1" and facts["run/tags"] == ["tiny", "cpu"]
     assert facts["model/params"] == count_params(net)
     assert facts["model/GMACs"] == pytest.approx(count_macs(net, (1, 16, 16)) / 1e9)
     assert facts["model/input"] == "1x16x16"
@@ -120,7 +119,7 @@ def test_offline_run_logs_config_facts_and_metrics(wandb_home: Path, monkeypatch
     # The offline W&B run sits inside the run directory and holds the resolved config and the same metrics.
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     config, history, info = read_wandb_offline(log)
-    assert info == {"name": "r8-original-A", "group": "g1", "tags": ["tiny", "cpu"], "project": "resnet-template"}
+    assert info == {"name": "r8", "group": "g1", "tags": ["tiny", "cpu"], "project": "resnet-template"}
     assert config["cli"]["model"]["net"]["init_args"]["unit"] == "original"
     assert config["cli"]["trainer"]["max_epochs"] == 2
     assert config["model/params"] == facts["model/params"] and config["git/commit"] == facts["git/commit"]
@@ -146,6 +145,6 @@ def test_unreachable_server_falls_back_to_offline(wandb_home: Path, monkeypatch)
     assert _csv_column(run_dir, "test/err1")
     (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     config, history, info = read_wandb_offline(log)
-    assert info["name"] == "r8-original-A", info
-    assert config.get("run/name") == "r8-original-A", sorted(config)
+    assert info["name"] == "r8", info
+    assert config.get("run/name") == "r8", sorted(config)
     assert [h["test/err1"] for h in history if "test/err1" in h] == pytest.approx(_csv_column(run_dir, "test/err1"))

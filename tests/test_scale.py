@@ -20,7 +20,7 @@ from tests.conftest import REPO, require
 
 
 def tiny_net() -> ResNet:
-    return ResNet(depths=[1, 1], widths=[8, 16], stem="cifar", num_classes=10)
+    return ResNet(depth=[1, 1], widths=[8, 16], stem="cifar", num_classes=10)
 
 
 def run_config(tmp_path: Path, name: str, data_module: str, **data_args: int) -> Path:
@@ -37,7 +37,7 @@ def run_config(tmp_path: Path, name: str, data_module: str, **data_args: int) ->
         "model": {
             "net": {
                 "class_path": "src.models.resnet.ResNet",
-                "init_args": {"depths": [1, 1], "widths": [8, 16], "stem": "cifar"},
+                "init_args": {"depth": [1, 1], "widths": [8, 16], "stem": "cifar"},
             },
             "lr": 0.1,
             "schedule": "constant",

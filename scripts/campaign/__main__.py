@@ -23,7 +23,7 @@ def main() -> None:
     pr = sub.add_parser("run", help="there: the time-boxed stages; results into --out")
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--work", type=Path, help="scratch folder (default: <out>-work)")
-    pr.add_argument("--budget", type=float, help="seconds for all stages (default 540; 840 with --quick)")
+    pr.add_argument("--budget", type=float, help="seconds for all stages (default 540; 1160 with --quick)")
     pr.add_argument("--quick", action="store_true", help="CPU, tiny sizes, every stage (the test suite)")
     pr.add_argument("--travel", type=Path, default=TRAVEL)
     pr.add_argument("--data-dir", type=Path, help="Fashion-MNIST idx files (default: .travel/ or Debian's)")

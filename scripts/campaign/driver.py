@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> None:
     data_dir = args.data_dir or (travel_data if travel_data.is_dir() else FMNIST_SRC)
     names = [n for n in plan.STAGES if not args.only or n in args.only]
     boxes = {n: plan.stage(n).BOX for n in names}
-    args.budget = args.budget or (840.0 if args.quick else 540.0)  # the quick boxes fit a slow 2-core machine
+    args.budget = args.budget or (1160.0 if args.quick else 540.0)  # the quick boxes fit a slow 2-core machine
     end = t_start + args.budget
     header = [f"`{' '.join(command)}`, budget {args.budget:.0f} s; data {data_dir}; {installed}.", ""]
     # One thread per process in --quick: on 2 shared cores a 2-thread torch waits on every parallel

@@ -4,7 +4,7 @@ A new stage is one module and its name here."""
 import importlib
 from types import ModuleType
 
-STAGES = ["env", "smoke", "sync", "throughput", "tta", "repro", "compile"]
+STAGES = ["env", "smoke", "sync", "throughput", "tta", "repro", "compile", "host", "graphs"]
 
 
 def stage(name: str) -> ModuleType:

@@ -8,7 +8,6 @@ and a run it cuts is reported as cut, with the steps it trained. The comparison 
 last epoch that every run of the table completed. Every run's per-epoch metrics go to results.json.
 """
 
-import json
 import math
 import statistics
 import time
@@ -39,15 +38,15 @@ def configurations(quick: bool) -> list[tuple[str, str, list[str]]]:
     grid = [("degradation", r.name, r.overrides) for r in degradation.runs((8,) if quick else degradation.DEPTHS)]
     unit_runs = units.runs(8 if quick else 20, None)
     if quick:
-        unit_runs = [r for r in unit_runs if r.name.endswith("full_preact")]
+        unit_runs = [r for r in unit_runs if r.name.endswith("full_preact")]  # r8-full_preact
     return grid + [("units", r.name, r.overrides) for r in unit_runs]
 
 
 def relative_cost(overrides: list[str]) -> float:
     """Compute of a run relative to ResNet-20: its number of residual blocks over 9."""
     for o in overrides:
-        if o.startswith("--model.net.init_args.depths="):
-            return sum(json.loads(o.split("=", 1)[1])) / 9
+        if o.startswith("--model.net.init_args.depth="):
+            return (int(o.split("=", 1)[1]) - 2) / 2 / 9  # 6n+2 basic: 3n blocks
     return 1.0
 
 

@@ -14,8 +14,8 @@ COMPLETE = {True: "yes", False: "cut", None: "?"}
 STARTUP_S = 25.0  # imports, data and the device before the first step (measured ~20 s there)
 
 
-def args(ctx: Context, epochs: int, max_time: int) -> list[str]:
-    out = fmnist_run(ctx, "resnet20", "tta", ctx.work / "tta", [], None)
+def args(ctx: Context, epochs: int, max_time: int, group: str = "tta", extra: list[str] | None = None) -> list[str]:
+    out = fmnist_run(ctx, "r20", group, ctx.work / group, extra or [], None)
     out += [
         "--data.init_args.val_size=0",  # train on all 60k and validate on the official test split: the curve
         "--data.init_args.batch_size=256",
@@ -33,6 +33,21 @@ def args(ctx: Context, epochs: int, max_time: int) -> list[str]:
     return [*out, "--trainer.precision=bf16-mixed", "--model.channels_last=true", *ctx.gpu_args]
 
 
+def time_to_target(run: metrics.Run) -> tuple[list[dict[str, Any]], float | None]:
+    """The test accuracy curve over training seconds (sum of ``perf/epoch_s``), and the seconds at the first
+    epoch at or above the target (None if never)."""
+    elapsed, reached = 0.0, None
+    curve: list[dict[str, Any]] = []
+    for e in metrics.epochs(run):
+        elapsed += e.get("perf/epoch_s") or 0.0
+        acc = e.get("val/acc1")
+        curve.append({"epoch": e.index, "steps": e.steps, "complete": e.complete, "seconds": round(elapsed, 2)})
+        curve[-1]["test_acc1"] = acc
+        if reached is None and acc is not None and acc >= TARGET_ACC:
+            reached = elapsed
+    return curve, reached
+
+
 def run(ctx: Context) -> StageResult:
     root = ctx.work / "tta"
     epochs = 2 if ctx.quick else 20  # two in --quick: the curve's path over more than one epoch
@@ -44,15 +59,7 @@ def run(ctx: Context) -> StageResult:
         raise RuntimeError(
             f"the tta run logged no epoch (exit {rc}); see {root / 'tta.log'}:\n" + tail(root / "tta.log")
         )
-    elapsed, reached = 0.0, None
-    curve: list[dict[str, Any]] = []
-    for e in metrics.epochs(run):
-        elapsed += e.get("perf/epoch_s") or 0.0
-        acc = e.get("val/acc1")
-        curve.append({"epoch": e.index, "steps": e.steps, "complete": e.complete, "seconds": round(elapsed, 2)})
-        curve[-1]["test_acc1"] = acc
-        if reached is None and acc is not None and acc >= TARGET_ACC:
-            reached = elapsed
+    curve, reached = time_to_target(run)
     done = metrics.progress(run)
     rates = [r for _, r in run.series("perf/images_per_s")]
     result: dict[str, Any] = {"rc": rc, "epochs_planned": epochs, "max_time_s": max_time, "epochs_done": str(done)}

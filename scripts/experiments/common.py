@@ -12,17 +12,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from scripts.runner import run_local
-from src.models.resnet import cifar_depths
+from src.models.resnet import ResNet
 
 REPO = Path(__file__).resolve().parents[2]
 
 CIFAR_FILES = "cifar-10-batches-py/data_batch_1"
-# The two base stacks (recipe + ResNet-20): the paper's CIFAR schedule, and a shorter one on Fashion-MNIST
-# (offline). A run's overrides turn ResNet-20 into its variant.
+# The two recipes (each with ResNet-20): the paper's CIFAR schedule, and a shorter one on Fashion-MNIST
+# (offline). A run's overrides (depth, unit, shortcut, ...) turn ResNet-20 into its variant.
 BASE = {
-    "cifar10": ["configs/recipes/cifar.yaml", "configs/models/resnet20.yaml"],
-    "fmnist": ["configs/recipes/fmnist.yaml", "configs/models/resnet20.yaml"],
+    "cifar10": ["configs/recipes/cifar.yaml"],
+    "fmnist": ["configs/recipes/fmnist.yaml"],
 }
 WARMUP = "configs/recipes/warmup.yaml"  # the papers' warm-up: its values live there and nowhere else
 
@@ -61,8 +63,15 @@ def cifar_depth_args(depth: int, block: str = "basic", **init_args: object) -> l
 
     From 110 layers on, the paper warms up (configs/recipes/warmup.yaml: lr 0.01 for ~400 iterations).
     """
+    net_name(depth=depth, block=block, stem="cifar", **init_args)  # a depth off the 6n+2 / 9n+2 rule fails here
     warmup = ["-c", WARMUP] if depth >= 110 else []
-    return warmup + net_args(block=block, depths=cifar_depths(depth, block), **init_args)
+    return warmup + net_args(depth=depth, **({"block": block} if block != "basic" else {}), **init_args)
+
+
+def net_name(**init_args: object) -> str:
+    """The run name the network gives itself (``ResNet.name``: r56, plain20, r110-full_preact-B)."""
+    with torch.device("meta"):  # no memory, no compute: only the arguments are checked
+        return ResNet(**init_args).name  # type: ignore[arg-type]
 
 
 def parser(description: str) -> argparse.ArgumentParser:

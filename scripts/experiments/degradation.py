@@ -8,17 +8,17 @@ identity shortcuts (option A) the deeper nets train better instead.
     python scripts/experiments/degradation.py --slurm --slurm-arg=--partition=gpu
 """
 
-from scripts.experiments.common import Run, cifar_depth_args, main, parser
+from scripts.experiments.common import Run, cifar_depth_args, main, net_name, parser
 
 DEPTHS = (20, 32, 44, 56)
 
 
 def runs(depths: tuple[int, ...] = DEPTHS) -> list[Run]:
     return [
-        Run(f"{kind}{d}", cifar_depth_args(d, shortcut=shortcut, unit="original"))
-        for kind, shortcut in (("plain", "none"), ("resnet", "A"))
+        Run(net_name(depth=d, stem="cifar", shortcut=shortcut), cifar_depth_args(d, shortcut=shortcut, unit="original"))
+        for shortcut in ("none", "A")
         for d in depths
-    ]
+    ]  # plain20 ... plain56, r20 ... r56
 
 
 if __name__ == "__main__":

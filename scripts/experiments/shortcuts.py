@@ -13,8 +13,7 @@ from scripts.experiments.common import Run, cifar_depth_args, main, net_args, pa
 def runs(cifar_depth: int, resnet34: bool) -> list[Run]:
     out = [Run(f"r{cifar_depth}-{s}", cifar_depth_args(cifar_depth, shortcut=s)) for s in "ABC"]
     if resnet34:  # the ImageNet ResNet-34 (7x7 stem + max-pool, 64-512 channels), this dataset's schedule
-        r34 = dict(block="basic", depths=[3, 4, 6, 3], widths=[64, 128, 256, 512], stem="imagenet")
-        out += [Run(f"r34-{s}", net_args(**r34, shortcut=s)) for s in "ABC"]
+        out += [Run(f"r34-{s}", net_args(depth=34, stem="imagenet", shortcut=s)) for s in "ABC"]
     return out
 
 

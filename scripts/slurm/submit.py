@@ -2,7 +2,8 @@
 
     python scripts/slurm/submit.py configs/r50.yaml                          # one job
     python scripts/slurm/submit.py configs/r18.yaml configs/r34.yaml         # one job per config
-    python scripts/slurm/submit.py configs/models --base configs/recipes/cifar.yaml  # a group: every *.yaml
+    python scripts/slurm/submit.py configs/recipes/cifar.yaml --grid model.net.init_args.depth=20,32,44,56
+    python scripts/slurm/submit.py configs/recipes  # a group: every *.yaml of a folder
     python scripts/slurm/submit.py configs/r50.yaml --grid model.lr=0.1,0.05 --grid model.weight_decay=1e-4,5e-5
     python scripts/slurm/submit.py configs/r50.yaml --nodes 4 --gpus-per-node 8 --partition preempt --time 12:00:00
     python scripts/slurm/submit.py configs/r50.yaml --dry-run -- --trainer.max_epochs 90

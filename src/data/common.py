@@ -71,6 +71,24 @@ def per_device_batch(global_batch: int, trainer: L.Trainer) -> int:
     return global_batch // parts
 
 
+def process_batch(
+    batch_size: int | None, global_batch_size: int | None, trainer: L.Trainer | None, default: int
+) -> int:
+    """The per-process batch: an explicit ``batch_size`` wins; else ``global_batch_size`` split over the
+    processes (shipped configs set only that, so adding GPUs never changes the recipe); else ``default``."""
+    if batch_size is not None:
+        return batch_size
+    if global_batch_size is None:
+        return default
+    return global_batch_size if trainer is None else per_device_batch(global_batch_size, trainer)
+
+
+def check_batch_sizes(batch_size: int | None, global_batch_size: int | None) -> None:
+    for key, value in (("batch_size", batch_size), ("global_batch_size", global_batch_size)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{key}={value} must be positive")
+
+
 def default_num_workers() -> int:
     """Leave a core for the training process; on a 2-core laptop that is one worker."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -92,8 +110,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
     ``randaugment_magnitude``, or ``trivialaugment``) on the uint8 image, and ``random_erasing``
     (probability per image) after standardising; with ``on_device`` both run batched, each image
     drawing its own parameters.
-    ``batch_size`` is per process; ``global_batch_size`` fixes the total over processes and
-    gradient accumulation instead (the paper's 128 on 1 or 2 GPUs alike).
+    ``global_batch_size`` fixes the batch per optimizer step over processes and gradient accumulation
+    (the paper's 128 on 1 or 2 GPUs alike); an explicit ``batch_size`` (per process) wins over it;
+    with neither, 128 per process.
     """
 
     num_classes: int
@@ -105,7 +124,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str | None = None,
-        batch_size: int = 128,
+        batch_size: int | None = None,
         val_size: int = 5000,
         seed: int = 0,
         global_batch_size: int | None = None,
@@ -121,16 +140,16 @@ class InMemoryImageDataModule(L.LightningDataModule):
         download: bool = True,
     ) -> None:
         super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size={batch_size} must be positive")
+        check_batch_sizes(batch_size, global_batch_size)
         if padding < 0:
             raise ValueError(f"padding={padding} must be >= 0")
         check_choices(InMemoryImageDataModule.__init__, locals())
         check_augmentation(random_erasing, randaugment_magnitude)
         self.save_hyperparameters()
         self.data_dir = data_dir or self.default_data_dir()
-        self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
-        self.global_batch_size = global_batch_size
+        self.batch_size_arg, self.global_batch_size = batch_size, global_batch_size
+        self.batch_size = process_batch(batch_size, global_batch_size, None, 128)
+        self.val_size, self.seed = val_size, seed
         self.augment, self.padding, self.download = augment, padding, download
         self.normalize, self.on_device = normalize, on_device
         self.auto_augment, self.randaugment_magnitude, self.random_erasing = (
@@ -175,8 +194,7 @@ class InMemoryImageDataModule(L.LightningDataModule):
         return self.recipe(train=True).per_image()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.global_batch_size and self.trainer is not None:
-            self.batch_size = per_device_batch(self.global_batch_size, self.trainer)
+        self.batch_size = process_batch(self.batch_size_arg, self.global_batch_size, self.trainer, 128)
         # A per-pixel mean is a statistic of the training images, which the test split needs too.
         if self.train_set is None and (stage in ("fit", "validate", None) or self.norm_mean is None):
             images, labels = self.load(train=True)

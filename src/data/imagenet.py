@@ -37,7 +37,7 @@ from torchvision.transforms import v2
 
 from src.choices import check_choices
 from src.data.batched_augment import check_augmentation, per_image_policy
-from src.data.common import check_one_batch, default_num_workers, per_device_batch, seeded_split
+from src.data.common import check_batch_sizes, check_one_batch, default_num_workers, process_batch, seeded_split
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ class ImageNetDataModule(L.LightningDataModule):
     see it: ``val_size`` images of ``train/``, drawn with ``seed``, are held out for validation and
     evaluated with the test transform. ``val_size: 0`` validates on ``val/`` itself, the common but
     optimistic shortcut; the CLI then reports the last checkpoint, not the "best" one. ``test`` uses
-    10-crop if ``ten_crop_test``. ``batch_size`` is per process (8 GPUs x 32 = the paper's 256);
-    ``global_batch_size`` fixes the total instead and derives the per-process batch from the GPU count.
+    10-crop if ``ten_crop_test``. ``global_batch_size`` fixes the batch per optimizer step (the
+    paper's 256 on any GPU count); an explicit per-process ``batch_size`` wins; with neither, 32 per process.
     The layout is checked when the DataModule is built, so a wrong path fails before training.
 
     ``normalize: per_pixel_mean`` subtracts the mean image of ``mean_image_samples`` training images
@@ -189,7 +189,7 @@ class ImageNetDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = "data/imagenet",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         train_crop: Literal["scale", "random_resized"] = "scale",
         scale_range: tuple[int, int] = (256, 480),
         crop_size: int = 224,
@@ -231,16 +231,18 @@ class ImageNetDataModule(L.LightningDataModule):
         if eval_resize < crop_size:
             raise ValueError(f"eval_resize={eval_resize} must be >= crop_size={crop_size}")
         for key, value in dict(
-            batch_size=batch_size, crop_size=crop_size, train_size=train_size, mean_image_samples=mean_image_samples
+            crop_size=crop_size, train_size=train_size, mean_image_samples=mean_image_samples
         ).items():
             if value <= 0:
                 raise ValueError(f"{key}={value} must be positive")
         if val_size < 0:
             raise ValueError(f"val_size={val_size} must be >= 0 (0 validates on val/, the test split)")
+        check_batch_sizes(batch_size, global_batch_size)
         self.save_hyperparameters()
         self.root = Path(data_dir).expanduser()
         self.classes = check_layout(self.root)
-        self.batch_size, self.skip_corrupt, self.ten_crop_test = batch_size, skip_corrupt, ten_crop_test
+        self.batch_size_arg, self.batch_size = batch_size, process_batch(batch_size, global_batch_size, None, 32)
+        self.skip_corrupt, self.ten_crop_test = skip_corrupt, ten_crop_test
         self.val_size, self.seed, self.global_batch_size = val_size, seed, global_batch_size
         self.train_crop, self.scale_range, self.crop_size = train_crop, scale_range, crop_size
         self.train_size = train_size
@@ -350,8 +352,7 @@ class ImageNetDataModule(L.LightningDataModule):
         return v2.Compose([v2.Resize(self.eval_resize), v2.CenterCrop(self.crop_size), self._to_tensor()])
 
     def setup(self, stage: str | None = None) -> None:
-        if self.global_batch_size and self.trainer is not None:
-            self.batch_size = per_device_batch(self.global_batch_size, self.trainer)
+        self.batch_size = process_batch(self.batch_size_arg, self.global_batch_size, self.trainer, 32)
         if stage in ("fit", "validate", None) and (self.train_set is None or self.val_set is None):
             if self.val_size:
                 # The same train/ files twice, with the train and the eval transform, split by index.

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.common import check_one_batch
+from src.data.common import check_batch_sizes, check_one_batch, process_batch
 
 
 class RandomImages(Dataset):
@@ -67,23 +67,28 @@ class SyntheticDataModule(L.LightningDataModule):
         image_size: int = 224,
         train_size: int = 1024,
         val_size: int = 256,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
         on_device: bool = False,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__()
-        for key, value in dict(
-            num_classes=num_classes, in_channels=in_channels, image_size=image_size, batch_size=batch_size
-        ).items():
+        for key, value in dict(num_classes=num_classes, in_channels=in_channels, image_size=image_size).items():
             if value <= 0:
                 raise ValueError(f"{key}={value} must be positive")
+        check_batch_sizes(batch_size, global_batch_size)
         self.save_hyperparameters()
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
-        self.batch_size, self.num_workers, self.on_device = batch_size, num_workers, on_device
+        self.batch_size_arg, self.global_batch_size = batch_size, global_batch_size
+        self.batch_size = process_batch(batch_size, global_batch_size, None, 32)
+        self.num_workers, self.on_device = num_workers, on_device
         shape = (in_channels, image_size, image_size)
         self.train_set = RandomImages(train_size, shape, num_classes, seed)
         self.val_set = RandomImages(val_size, shape, num_classes, seed + 1)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.batch_size = process_batch(self.batch_size_arg, self.global_batch_size, self.trainer, 32)
 
     def _loader(self, dataset: RandomImages, train: bool) -> DataLoader | DeviceBatches:
         if self.on_device:

@@ -1,10 +1,35 @@
 """Why a checkpoint does not fit a model: the keys, shapes and config values that differ."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from src.models.resnet import resolved_args
+
+# Network arguments renamed since a checkpoint may have been written: its name then -> today's.
+RENAMED_NET_ARGS = {"depths": "depth"}  # blocks per stage; `depth` takes the same list
+
+
+def upgrade_hparams(hparams: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A checkpoint's hyperparameters in today's argument names (in place), so older checkpoints still load."""
+    net = hparams.get("net")
+    init_args = net.get("init_args") if isinstance(net, Mapping) else None
+    if isinstance(init_args, MutableMapping):
+        for old, new in RENAMED_NET_ARGS.items():
+            if old in init_args and new not in init_args:
+                init_args[new] = init_args.pop(old)
+    return hparams
+
+
+def resolved_net(net: Any) -> Any:
+    """A ``{class_path, init_args}`` network config with ResNet's rules applied (``resolved_args``)."""
+    if hasattr(net, "as_dict"):
+        net = net.as_dict()
+    if not isinstance(net, Mapping) or not str(net.get("class_path", "")).endswith("resnet.ResNet"):
+        return net
+    return {**net, "init_args": resolved_args(dict(net.get("init_args") or {}))}
 
 
 def check_checkpoint_fits(
@@ -17,6 +42,8 @@ def check_checkpoint_fits(
     ``shortcut`` has the same shapes), which would silently train another network than the run's:
     refused unless ``allow_net_change`` (fine-tuning into a changed network on purpose).
     """
+    if isinstance(checkpoint.get("hyper_parameters"), MutableMapping):
+        upgrade_hparams(checkpoint["hyper_parameters"])
     saved: Mapping[str, Any] = checkpoint.get("state_dict", {})
     expected = module.state_dict()
     missing = sorted(set(expected) - set(saved))
@@ -26,7 +53,10 @@ def check_checkpoint_fits(
         for k, v in expected.items()
         if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
     ]
-    old, new = flatten(checkpoint.get("hyper_parameters", {})), flatten(getattr(module, "hparams", {}))
+    old, new = (
+        resolved_hparams(checkpoint.get("hyper_parameters", {})),
+        resolved_hparams(getattr(module, "hparams", {})),
+    )
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     net_changed = [k for k in differ if k.startswith("net.") and k in old]  # old checkpoints may lack some keys
     if not (missing or unexpected or shapes) and (allow_net_change or not net_changed):
@@ -51,6 +81,16 @@ def check_checkpoint_fits(
     raise ValueError("\n".join(lines))
 
 
+def resolved_hparams(hparams: Any) -> dict[str, str]:
+    """Flattened hyperparameters, the network's arguments resolved (two spellings of one net are equal)."""
+    if hasattr(hparams, "as_dict"):
+        hparams = hparams.as_dict()
+    hparams = dict(hparams)
+    if "net" in hparams:
+        hparams["net"] = resolved_net(hparams["net"])
+    return flatten(hparams)
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
     """Nested hparams (dicts, jsonargparse Namespaces) as ``{"net.init_args.widths": "[16, 32]"}``."""
     if hasattr(tree, "as_dict"):
@@ -70,7 +110,8 @@ def net_differences(saved_hparams: Mapping[str, Any], net_config: Any) -> list[s
     Only arguments the config states count: values it leaves to links (``num_classes``,
     ``in_channels``, set from the DataModule later) are not known yet.
     """
-    saved, now = flatten(saved_hparams.get("net", {})), flatten(net_config)
+    saved = flatten(resolved_net(upgrade_hparams(dict(saved_hparams)).get("net", {})))
+    now = flatten(resolved_net(net_config))
     return [
         f"model.net.{k}: {saved[k]} in the checkpoint, {now[k]} in the config"
         for k in sorted(saved)

@@ -2,9 +2,11 @@
 
 import importlib.util
 import math
+import os
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -13,14 +15,34 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim import SGD, AdamW
 from torch.optim.lr_scheduler import ConstantLR, LambdaLR, LinearLR, ReduceLROnPlateau
-from torchmetrics import MetricCollection
-from torchmetrics.aggregation import MeanMetric
+from torchmetrics import Metric
 from torchvision.transforms import v2
 
 from src.choices import check_choices
 from src.models.checkpoint_fit import check_checkpoint_fits
 
 STAGES = ("train", "val", "test")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that capture CUDA graphs
+
+
+def use_compile_cache(configured: str | None, root_dir: str | os.PathLike) -> Path:
+    """Point inductor's caches (FX graphs, AOTAutograd, Triton kernels) at a directory that outlives the process.
+
+    Inductor's default is ``/tmp/torchinductor_<user>``: node-local and wiped with the job, so every
+    requeued segment and every rerun compiled from scratch. ``configured`` (``model.compile_cache``, a
+    directory several runs may share), else ``$TORCHINDUCTOR_CACHE_DIR`` when set before the run, else
+    ``<trainer.default_root_dir>/compile_cache`` (the run directory, shared by its segments). Triton's
+    cache follows unless ``$TRITON_CACHE_DIR`` is set.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    # Importing Lightning sets the variable to inductor's default: only another value is the user's.
+    user = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    user = None if user is None or Path(user).resolve() == Path(default_cache_dir()).resolve() else user
+    path = Path(configured or user or Path(root_dir) / "compile_cache").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)  # read by inductor at each cache access
+    return path
 
 
 @dataclass
@@ -53,25 +75,39 @@ class LRFactor:
         return factor
 
 
-class TopKHits(MeanMetric):
-    """Top-k accuracy (a fraction): the mean over samples of "the label is among the k highest scores".
+class TopKAccuracy(Metric):
+    """Top-k accuracies (fractions) for several k at once: per k, the mean over samples of "the label is
+    among the k highest scores".
 
-    Equal to torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")`` (tested), without its host
-    syncs: for k > 1 that one checks its one-hot input with ``.item()`` twice per update, each a wait for
-    the GPU to drain. MeanMetric keeps the sum and the count on the device and all-reduces them across
-    DDP ranks in ``compute()``.
+    Each equal to torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")`` (tested), without its host
+    syncs (for k > 1 it checks its one-hot input with ``.item()`` twice per update, each a wait for the GPU
+    to drain), and one update for all k: one ``topk`` and one pass through torchmetrics' update wrapper,
+    whose Python costs more per step on the host than a small network's kernels. The counts stay on the
+    device and are all-reduced across DDP ranks in ``compute()``.
     """
 
-    def __init__(self, k: int) -> None:
-        super().__init__()  # MeanMetric's NaN check is in its update, which this one replaces
-        self.k = k
+    full_state_update = False
+    hits: torch.Tensor
+    total: torch.Tensor
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
-        hits = (preds.topk(self.k, dim=-1).indices == target.unsqueeze(-1)).any(dim=-1)
+    def __init__(self, ks: Sequence[int]) -> None:
+        super().__init__()
+        self.ks = tuple(ks)
+        self.add_state("hits", torch.zeros(len(self.ks), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        k = min(max(self.ks), preds.shape[-1])
+        # found[:, j]: the label is among the j + 1 highest scores
+        found = (preds.topk(k, dim=-1).indices == target.unsqueeze(-1)).cumsum(dim=-1) > 0
+        hits = found[:, [min(k, kk) - 1 for kk in self.ks]].sum(dim=0)
         # Out of place: a state reset inside `validate` (inference mode) is an inference tensor, which
-        # MeanMetric's in-place `+=` would refuse to update in `fit`'s validation (no_grad).
-        self.mean_value = self.mean_value + hits.sum()
-        self.weight = self.weight + hits.numel()
+        # an in-place `+=` would refuse to update in `fit`'s validation (no_grad).
+        self.hits = self.hits + hits
+        self.total = self.total + target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.hits.float() / self.total.clamp_min(1)
 
 
 def multi_crop_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -104,7 +140,10 @@ class ImageClassifier(L.LightningModule):
 
     Scale: ``lr_scaling: linear`` multiplies lr by global batch / ``base_batch_size``;
     ``channels_last`` stores weights and inputs NHWC (faster convs under bf16 on GPUs);
-    ``compile`` compiles the network in place with torch.compile.
+    ``compile`` compiles the network in place with torch.compile, in ``compile_mode`` (``reduce-overhead``:
+    CUDA graphs of forward and backward for small, host-bound nets on a GPU; evaluation runs eager), its
+    artefacts cached in ``compile_cache`` (see ``use_compile_cache``) so that reruns and requeued segments
+    reuse them.
 
     Loading a checkpoint whose network arguments differ from ``net``'s (another ``unit`` or
     ``shortcut`` with the same tensor shapes) is refused, naming the arguments, unless the run allows
@@ -140,6 +179,8 @@ class ImageClassifier(L.LightningModule):
         base_batch_size: int = 256,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
+        compile_cache: str | None = None,
     ) -> None:
         super().__init__()
         for key, value in dict(lr=lr, warmup_start_factor=warmup_start_factor).items():
@@ -162,6 +203,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"milestones={list(milestones)} must be increasing")
         if base_batch_size <= 0:
             raise ValueError(f"base_batch_size={base_batch_size} must be positive")
+        if compile_mode != "default" and not compile:
+            raise ValueError(f"compile_mode={compile_mode!r} applies to a compiled network: set compile: true")
         self.save_hyperparameters()
         # Before DDP wraps the net (torch#47163); inputs follow in forward().
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -171,10 +214,9 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"net {type(net).__name__} has no nn.Linear 'fc' head to read num_classes from")
         self.num_classes = fc.out_features
         topk = {"acc1": 1, "acc5": 5} if self.num_classes > 5 else {"acc1": 1}
-        # No compute groups: torchmetrics would merge acc1 and acc5 whenever their states happen to match
-        # after the first update (two MeanMetrics), and report one number for both from then on.
-        metrics = MetricCollection({name: TopKHits(k) for name, k in topk.items()}, compute_groups=False)
-        # One collection per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
+        self.metric_names = list(topk)
+        metrics = TopKAccuracy(list(topk.values()))
+        # One metric per stage; a ModuleDict keyed "train" would shadow nn.Module.train.
         self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone() for _ in STAGES)
         # Batch mixing (torchvision's v2 MixUp/CutMix: one draw per batch, as in the papers and
         # torchvision's reference scripts); with both, each batch picks one of them.
@@ -184,19 +226,34 @@ class ImageClassifier(L.LightningModule):
         if cutmix_alpha > 0:
             mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=self.num_classes))
         self.mix: nn.Module | None = v2.RandomChoice(mixers) if mixers else None
+        self._train_loss: torch.Tensor | None = None  # [sum of loss x batch size, images] of this epoch
+        self._logged_train_step = False
 
-    def stage_metrics(self, stage: str) -> MetricCollection:
+    def stage_metrics(self, stage: str) -> TopKAccuracy:
         return getattr(self, f"{stage}_metrics")
 
     def configure_model(self) -> None:
         # nn.Module.compile() compiles in place, so state_dict keys (and checkpoints) stay
         # those of the plain net, unlike `self.net = torch.compile(self.net)` (PL#20233).
         if self.hparams["compile"] and not getattr(self, "_compiled", False):
-            self.net.compile()
+            mode = self.hparams.get("compile_mode", "default")
+            device = self.trainer.strategy.root_device
+            if mode in CUDA_GRAPH_MODES and device.type != "cuda":
+                raise ValueError(
+                    f"model.compile_mode={mode!r} captures CUDA graphs, which need a CUDA device, and this run "
+                    f"trains on {device.type}: set trainer.accelerator=gpu or compile_mode: default"
+                )
+            use_compile_cache(self.hparams.get("compile_cache"), self.trainer.default_root_dir)
+            self.net.compile(mode=None if mode == "default" else mode)
             self._compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=self.memory_format))
+        x = x.contiguous(memory_format=self.memory_format)
+        if not self.training and self.hparams.get("compile_mode", "default") in CUDA_GRAPH_MODES:
+            # Evaluation outside the graphs: its last batch is smaller, and each new shape (and eval-mode
+            # BN) would record graphs of its own. nn.Module.compile() compiles __call__, not forward.
+            return self.net.forward(x)
+        return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -222,11 +279,33 @@ class ImageClassifier(L.LightningModule):
             else:
                 loss = F.cross_entropy(logits.float(), target)
         self.stage_metrics(stage).update(logits.detach(), y)
-        train = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=train, sync_dist=not train)
+        if stage == "train":
+            self._log_train_loss(loss, y.shape[0])
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True)
         return loss
 
+    def _log_train_loss(self, loss: torch.Tensor, n: int) -> None:
+        """``train/loss`` at the steps the loggers write (and a fit's first), ``train/loss_epoch`` at the end.
+
+        ``self.log`` costs about half a millisecond of Python per call on the host (Lightning moves its
+        result entry to the value's device at every call), as much as a small network's whole step. The
+        epoch's mean is summed on the device instead, weighted by batch size as Lightning's would be.
+        """
+        weighted = loss.detach().float() * n
+        if self._train_loss is None or self._train_loss.device != loss.device:
+            self._train_loss = torch.zeros(2, device=loss.device)
+        self._train_loss = self._train_loss + torch.stack([weighted, weighted.new_tensor(n)])
+        if self._trainer is None:  # a bare call of the step: nothing to log to
+            return
+        if self._trainer._logger_connector.should_update_logs or not self._logged_train_step:
+            self._logged_train_step = True
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.hparams.get("compile_mode", "default") in CUDA_GRAPH_MODES:
+            # A new iteration: the graphs' outputs of the last step may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -259,15 +338,25 @@ class ImageClassifier(L.LightningModule):
         metrics = self.stage_metrics(stage)
         # An epoch that a resume re-enters after its last batch (the checkpoint was saved at its end)
         # sees no batch here: logging it would repeat the epoch with accuracy 0 (error 100).
-        if all(m.update_count == 0 for m in metrics.values()):
+        if metrics.update_count == 0:
             return
-        values = metrics.compute()
-        self.stage_metrics(stage).reset()
-        for name, acc in values.items():
+        values = metrics.compute().reshape(-1)  # torchmetrics squeezes a one-k result to 0-d
+        metrics.reset()
+        for name, acc in zip(self.metric_names, values, strict=True):
             self.log(f"{stage}/{name}", 100 * acc, prog_bar=stage == "val" and name == "acc1")
             self.log(f"{stage}/err{name[3:]}", 100 * (1 - acc), prog_bar=stage == "val" and name == "acc1")
 
+    def on_train_epoch_start(self) -> None:
+        self._train_loss = None
+
+    def on_train_start(self) -> None:
+        self._logged_train_step = False
+
     def on_train_epoch_end(self) -> None:
+        if self._train_loss is not None:
+            total, count = self._train_loss
+            self.log("train/loss_epoch", total / count)
+            self._train_loss = None
         self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:

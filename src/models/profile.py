@@ -1,4 +1,4 @@
-"""Parameter and FLOP counts of the presets, counted by torch rather than by hand.
+"""Parameter and FLOP counts of the papers' nets (``PAPER_NETS``), counted by torch rather than by hand.
 
 ``python -m src.models.profile`` prints the table in the README. FLOPs are reported
 as multiply-adds (MACs), the unit of the ResNet papers; torch's FlopCounterMode
@@ -6,9 +6,6 @@ counts 2 FLOPs per MAC.
 """
 
 import argparse
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 
 import torch
 from torch import nn
@@ -18,21 +15,9 @@ from src.markdown import markdown_table
 from src.models import resnet as R
 
 
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    build: Callable[..., R.ResNet]
-    input_size: tuple[int, int, int]  # C, H, W at which the paper reports FLOPs
-
-
-PRESETS = [
-    *(Preset(f"resnet{d}", getattr(R, f"resnet{d}"), (3, 224, 224)) for d in (18, 34, 50, 101, 152)),
-    *(Preset(f"plain{d}", getattr(R, f"plain_resnet{d}"), (3, 224, 224)) for d in (18, 34)),
-    *(Preset(f"cifar_resnet{d}", partial(R.cifar_resnet, d), (3, 32, 32)) for d in (20, 32, 44, 56, 110, 1202)),
-    *(Preset(f"cifar_plain{d}", partial(R.cifar_plain, d), (3, 32, 32)) for d in (20, 32, 44, 56)),
-    Preset("preact_resnet110", partial(R.preact_resnet, 110, block="basic"), (3, 32, 32)),
-    *(Preset(f"preact_resnet{d}", partial(R.preact_resnet, d), (3, 32, 32)) for d in (164, 1001)),
-]
+def input_size(name: str) -> tuple[int, int, int]:
+    """C, H, W at which the papers report a net's FLOPs."""
+    return (3, 32, 32) if R.PAPER_NETS[name].get("stem") == "cifar" else (3, 224, 224)
 
 
 def count_params(model: nn.Module) -> int:
@@ -51,28 +36,26 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     return counter.get_total_flops() // 2
 
 
-def profile(preset: Preset) -> dict[str, object]:
+def profile(name: str) -> dict[str, object]:
+    """One row of the table for the net ``name`` of ``PAPER_NETS``."""
     # The meta device builds and runs the graph without allocating or computing,
     # so even ResNet-1202 is counted in well under a second.
     with torch.device("meta"):
-        model = preset.build()
+        model = R.build(name)
+    size = input_size(name)
     return {
-        "preset": preset.name,
-        "block": model.block,
-        "depths": [len(getattr(model, s)) for s in model.stages],
-        "unit": model.unit,
-        "shortcut": model.shortcut,
+        **model.describe(),
         "params_M": count_params(model) / 1e6,
-        "GMACs": count_macs(model, preset.input_size) / 1e9,
-        "input": "x".join(map(str, preset.input_size[1:])),
+        "GMACs": count_macs(model, size) / 1e9,
+        "input": "x".join(map(str, size[1:])),
     }
 
 
 def preset_table(rows: list[dict[str, object]]) -> str:
-    header = ["preset", "block", "depths", "unit", "shortcut", "params (M)", "GMACs", "input"]
+    header = ["net", "block", "stages", "unit", "shortcut", "params (M)", "GMACs", "input"]
     body = [
         [
-            str(r["preset"]), str(r["block"]), "[" + ",".join(map(str, r["depths"])) + "]",  # type: ignore[call-overload]
+            str(r["name"]), str(r["block"]), "[" + ",".join(map(str, r["stages"])) + "]",  # type: ignore[call-overload]
             str(r["unit"]), str(r["shortcut"]), f"{r['params_M']:.2f}", f"{r['GMACs']:.3f}", str(r["input"]),
         ]
         for r in rows
@@ -82,13 +65,12 @@ def preset_table(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("presets", nargs="*", help="preset names (default: all)")
+    parser.add_argument("nets", nargs="*", help="names of PAPER_NETS in src/models/resnet.py (default: all)")
     args = parser.parse_args(argv)
-    known = {p.name: p for p in PRESETS}
-    unknown = [n for n in args.presets if n not in known]
+    unknown = [n for n in args.nets if n not in R.PAPER_NETS]
     if unknown:
-        parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    print(preset_table([profile(known[n]) for n in (args.presets or known)]))
+        parser.error(f"unknown net(s) {', '.join(unknown)}; choose from {', '.join(R.PAPER_NETS)}")
+    print(preset_table([profile(n) for n in (args.nets or R.PAPER_NETS)]))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ He et al., "Deep Residual Learning for Image Recognition" (2015) and
 Vocabulary (every name is a constructor argument of ``ResNet``):
 
 ============  ==================================================================
+depth         layers, ruled by the stem: ImageNet 18/34 (basic) and 50/101/152
+              (bottleneck) with the ResNet paper's Table 1 stages; CIFAR 6n+2
+              (basic) or 9n+2 (bottleneck), n blocks in each of 3 stages. Or an
+              explicit list of blocks per stage, e.g. [3, 4, 23, 3]
 block         ``basic`` (two 3x3 convs, expansion 1) | ``bottleneck`` (1x1-3x3-1x1,
-              expansion 4)
-depths        blocks per stage, e.g. [3, 4, 23, 3]; the stage count follows its length
-widths        base channels per stage ([64,128,256,512] ImageNet, [16,32,64] CIFAR)
+              expansion 4); default: what the depth rule gives (CIFAR: basic)
+widths        base channels per stage; default [64,128,256,512] ImageNet, [16,32,64] CIFAR
 stem          ``imagenet`` 7x7/2 conv-BN-ReLU + 3x3/2 max-pool | ``cifar`` 3x3 conv-BN-ReLU
-unit          Identity Mappings Fig. 4:
+unit          Identity Mappings Fig. 4, one forward function each (``UNITS``):
               (a) ``original``          conv-BN-ReLU-conv-BN, add, ReLU
               (b) ``bn_after_add``      conv-BN-ReLU-conv, add, BN, ReLU
               (c) ``relu_before_add``   conv-BN-ReLU-conv-BN-ReLU, add
@@ -20,19 +23,23 @@ unit          Identity Mappings Fig. 4:
 shortcut      ``A`` identity, zero-padded channels + strided subsampling where the
               shape changes (no parameters) | ``B`` 1x1 conv(+BN) projection only
               where the shape changes | ``C`` projection in every block |
-              ``none`` no shortcut at all (the plain nets of the degradation study)
+              ``none`` no shortcut at all (the plain nets of the degradation study);
+              default: the paper's per stem (CIFAR A, ImageNet B)
 drop_path_rate  stochastic depth (Huang et al. 2016): each training image skips a
               block's residual branch with probability rising linearly from 0 in
               the first block to this rate in the last; 0 (default) = off
 ============  ==================================================================
+
+A net's ``name`` says what differs from the paper's defaults: ``r56``, ``plain20``,
+``r110-full_preact-B`` (``PAPER_NETS`` lists the nets of both papers by that name).
 
 Where the arguments match torchvision's resnet18...152 (block per depth, unit
 ``original``, shortcut ``B``, imagenet stem, stride on the 3x3 conv) the parameter
 names are torchvision's, so its ``state_dict`` loads with ``strict=True``.
 """
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +47,9 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 __all__ = [
+    "PAPER_NETS",
     "ResNet",
+    "build",
     "cifar_plain",
     "cifar_resnet",
     "plain_resnet18",
@@ -59,13 +68,25 @@ ShortcutName = Literal["A", "B", "C", "none"]
 StemName = Literal["imagenet", "cifar"]
 
 BLOCKS = ("basic", "bottleneck")
-UNITS = ("original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact")
 SHORTCUTS = ("A", "B", "C", "none")
 STEMS = ("imagenet", "cifar")
 PREACT_UNITS = ("relu_only_preact", "full_preact")
 
+# ResNet paper Table 1: block and blocks per stage of the ImageNet nets.
+IMAGENET_DEPTHS: dict[int, tuple[str, list[int]]] = {
+    18: ("basic", [2, 2, 2, 2]),
+    34: ("basic", [3, 4, 6, 3]),
+    50: ("bottleneck", [3, 4, 6, 3]),
+    101: ("bottleneck", [3, 4, 23, 3]),
+    152: ("bottleneck", [3, 8, 36, 3]),
+}
+WIDTHS = {"imagenet": [64, 128, 256, 512], "cifar": [16, 32, 64]}
+# Option B on ImageNet (ResNet paper Table 3), option A on CIFAR (Sec. 4.2).
+DEFAULT_SHORTCUT = {"imagenet": "B", "cifar": "A"}
+LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
 
-def _check_choice(key: str, value: object, allowed: Sequence[str]) -> None:
+
+def _check_choice(key: str, value: object, allowed: Collection[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{key}={value!r} is not one of {', '.join(allowed)}")
 
@@ -73,6 +94,52 @@ def _check_choice(key: str, value: object, allowed: Sequence[str]) -> None:
 def _check_positive(key: str, values: Sequence[int]) -> None:
     if not values or any(not isinstance(v, int) or v <= 0 for v in values):
         raise ValueError(f"{key}={list(values)!r} must be a non-empty list of positive integers")
+
+
+def stage_depths(depth: int | Sequence[int], block: str | None, stem: str) -> tuple[str, list[int]]:
+    """The block and blocks per stage that ``depth`` means for ``stem``; a list is taken as it is."""
+    if block is not None:
+        _check_choice("block", block, BLOCKS)
+    if not isinstance(depth, int):
+        _check_positive("depth", list(depth))
+        return block or "basic", list(depth)
+    if stem == "imagenet":
+        if depth not in IMAGENET_DEPTHS:
+            raise ValueError(
+                f"depth={depth} is not an ImageNet depth ({', '.join(map(str, IMAGENET_DEPTHS))}); "
+                "give the blocks per stage as a list instead, e.g. depth=[2, 2, 2, 2]"
+            )
+        rule, stages = IMAGENET_DEPTHS[depth]
+        if block not in (None, rule):
+            raise ValueError(f"depth={depth} is a {rule} net (ResNet paper Table 1), not block={block!r}")
+        return rule, list(stages)
+    block = block or "basic"
+    per_block = LAYERS_PER_BLOCK[block]
+    n, rest = divmod(depth - 2, 3 * per_block)
+    if rest or n < 1:
+        raise ValueError(
+            f"depth={depth} is not of the form {3 * per_block}n+2 required by block={block!r} "
+            f"(e.g. {', '.join(str(3 * per_block * k + 2) for k in (3, 5, 7, 9, 18))})"
+        )
+    return block, [n, n, n]
+
+
+def resolved_args(init_args: dict[str, Any]) -> dict[str, Any]:
+    """``init_args`` with the rules applied (depth as blocks per stage, block, widths, shortcut), so that
+    two spellings of one network compare equal: ``depth: 20`` on CIFAR and ``depth: [3, 3, 3]``."""
+    stem = init_args.get("stem") or "imagenet"
+    try:
+        block, stages = stage_depths(init_args.get("depth", 18), init_args.get("block"), stem)
+    except (ValueError, TypeError):
+        return dict(init_args)  # not a valid network: compared as written
+    widths = init_args.get("widths")
+    return {
+        **init_args,
+        "depth": stages,
+        "block": block,
+        "widths": list(WIDTHS.get(stem, []) if widths is None else widths),
+        "shortcut": init_args.get("shortcut") or DEFAULT_SHORTCUT.get(stem),
+    }
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -129,20 +196,81 @@ def make_shortcut(shortcut: str, inplanes: int, planes: int, stride: int, preact
     return nn.Identity()
 
 
-class ResidualBlock(nn.Module):
-    """The five unit orderings over a chain of convs; subclasses only build the convs.
+# --- The five unit orderings, Identity Mappings Fig. 4 (a)-(e) ----------------------------
+# Each reads the block's (conv, BN) pairs in order; ``blk.add`` ends the residual branch
+# (stochastic depth) and adds the shortcut of the given input (nothing in a plain net).
 
-    ``convs`` is the residual branch, and ``bns[i]`` is the BN that belongs to
-    ``convs[i]``: after it in post-activation units, before it in ``full_preact``
-    (so it has the conv's input width). In ``bn_after_add`` the last BN normalises
-    the sum.
+
+def original(blk: "ResidualBlock", x: torch.Tensor) -> torch.Tensor:
+    """(a) conv-BN-ReLU, ..., conv-BN, add, ReLU: the ResNet paper's unit."""
+    out = x
+    *body, (conv, bn) = blk.pairs()
+    for c, b in body:
+        out = blk.relu(b(c(out)))
+    return blk.relu(blk.add(bn(conv(out)), x))
+
+
+def bn_after_add(blk: "ResidualBlock", x: torch.Tensor) -> torch.Tensor:
+    """(b) conv-BN-ReLU, ..., conv, add, BN, ReLU: the last BN normalises the sum."""
+    out = x
+    *body, (conv, bn) = blk.pairs()
+    for c, b in body:
+        out = blk.relu(b(c(out)))
+    return blk.relu(bn(blk.add(conv(out), x)))
+
+
+def relu_before_add(blk: "ResidualBlock", x: torch.Tensor) -> torch.Tensor:
+    """(c) conv-BN-ReLU, ..., conv-BN-ReLU, add: the branch is non-negative."""
+    out = x
+    for c, b in blk.pairs():
+        out = blk.relu(b(c(out)))
+    return blk.add(out, x)
+
+
+def relu_only_preact(blk: "ResidualBlock", x: torch.Tensor) -> torch.Tensor:
+    """(d) ReLU-conv-BN, ..., ReLU-conv-BN, add."""
+    (conv, bn), *body = blk.pairs()
+    out = pre = F.relu(x)  # not in place: x is still the identity path
+    out = bn(conv(out))
+    for c, b in body:
+        out = b(c(blk.relu(out)))
+    return blk.add(out, pre if blk.preact_shortcut else x)
+
+
+def full_preact(blk: "ResidualBlock", x: torch.Tensor) -> torch.Tensor:
+    """(e) BN-ReLU-conv, ..., BN-ReLU-conv, add: each BN belongs to the conv after it."""
+    (conv, bn), *body = blk.pairs()
+    out = pre = blk.relu(bn(x))
+    out = conv(out)
+    for c, b in body:
+        out = c(blk.relu(b(out)))
+    return blk.add(out, pre if blk.preact_shortcut else x)
+
+
+UNITS: dict[str, Callable[["ResidualBlock", torch.Tensor], torch.Tensor]] = {
+    "original": original,
+    "bn_after_add": bn_after_add,
+    "relu_before_add": relu_before_add,
+    "relu_only_preact": relu_only_preact,
+    "full_preact": full_preact,
+}
+
+
+class ResidualBlock(nn.Module):
+    """A chain of convs run in one of the ``UNITS`` orderings; subclasses only build the convs.
+
+    ``bnN`` is the BN that belongs to ``convN``: after it in post-activation units, before
+    it in ``full_preact`` (so it has the conv's input width). In ``bn_after_add`` the last
+    BN normalises the sum.
     """
 
     expansion = 1
 
     def __init__(self, unit: str, downsample: nn.Module | None, preact_shortcut: bool) -> None:
         super().__init__()
+        _check_choice("unit", unit, UNITS)
         self.unit = unit
+        self.run_unit = UNITS[unit]
         self.downsample = downsample
         # Identity Mappings, Sec. 4.1: projections (and the first unit after the stem)
         # take the pre-activated input; identity shortcuts take the raw one.
@@ -154,36 +282,19 @@ class ResidualBlock(nn.Module):
     def layers(self) -> tuple[list[nn.Conv2d], list[nn.BatchNorm2d]]:
         raise NotImplementedError
 
+    def pairs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        return list(zip(*self.layers(), strict=True))
+
+    def add(self, branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """End of the residual branch: drop it (stochastic depth), add the shortcut of ``x``."""
+        if self.drop_path is not None:
+            branch = self.drop_path(branch)
+        if self.downsample is None:
+            return branch
+        return branch + self.downsample(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs, bns = self.layers()
-        unit, last = self.unit, len(convs) - 1
-
-        if unit == "full_preact":  # (e) BN-ReLU-conv, repeated
-            out = pre = self.relu(bns[0](x))
-            for i, conv in enumerate(convs):
-                out = conv(out if i == 0 else self.relu(bns[i](out)))
-        elif unit == "relu_only_preact":  # (d) ReLU-conv-BN, repeated
-            out = pre = F.relu(x)  # not in place: x is still the identity path
-            for i, conv in enumerate(convs):
-                out = bns[i](conv(out if i == 0 else self.relu(out)))
-        else:  # (a) (b) (c) conv-BN-ReLU, repeated; they differ only at the end
-            out = pre = x
-            for i, conv in enumerate(convs):
-                out = conv(out)
-                if i < last or unit != "bn_after_add":
-                    out = bns[i](out)
-                if i < last or unit == "relu_before_add":
-                    out = self.relu(out)
-
-        if self.drop_path is not None:  # where the branch ends, before the add (in every unit ordering)
-            out = self.drop_path(out)
-        if self.downsample is not None:
-            out = out + self.downsample(pre if self.preact_shortcut else x)
-        if unit == "bn_after_add":
-            out = self.relu(bns[last](out))
-        elif unit == "original":
-            out = self.relu(out)
-        return out
+        return self.run_unit(self, x)
 
     def zero_init_last(self) -> None:
         """Make the residual branch output zero, so the block starts as its shortcut.
@@ -221,10 +332,8 @@ class BasicBlock(ResidualBlock):
         unit: str = "original",
         downsample: nn.Module | None = None,
         preact_shortcut: bool = False,
-        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__(unit, downsample, preact_shortcut)
-        del stride_in_1x1  # there is no 1x1 conv here; accepted for a shared signature
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = _bn(unit, self.conv1)
         self.conv2 = conv3x3(planes, planes)
@@ -266,6 +375,44 @@ class Bottleneck(ResidualBlock):
         return [self.conv1, self.conv2, self.conv3], [self.bn1, self.bn2, self.bn3]
 
 
+class Stage(nn.Sequential):
+    """``blocks`` blocks of ``planes`` base channels; the first one strides and reshapes the shortcut."""
+
+    def __init__(
+        self,
+        block_cls: type[BasicBlock | Bottleneck],
+        inplanes: int,
+        planes: int,
+        blocks: int,
+        stride: int,
+        unit: str,
+        shortcut: str,
+        first_stage: bool,
+        **block_kwargs: Any,
+    ) -> None:
+        preact = unit in PREACT_UNITS
+        outplanes = planes * block_cls.expansion
+        layers = []
+        for j in range(blocks):
+            s = stride if j == 0 else 1
+            downsample = make_shortcut(shortcut, inplanes, outplanes, s, preact)
+            preact_shortcut = preact and (isinstance(downsample, Projection) or (first_stage and j == 0))
+            layers.append(
+                block_cls(
+                    inplanes,
+                    planes,
+                    s,
+                    unit=unit,
+                    downsample=downsample,
+                    preact_shortcut=preact_shortcut,
+                    **block_kwargs,
+                )
+            )
+            inplanes = outplanes
+        super().__init__(*layers)
+        self.out_channels = outplanes
+
+
 class ResNet(nn.Module):
     """A ResNet built from arguments; see the module docstring for the vocabulary.
 
@@ -276,12 +423,12 @@ class ResNet(nn.Module):
 
     def __init__(
         self,
-        block: BlockName = "basic",
-        depths: Sequence[int] = (2, 2, 2, 2),
-        widths: Sequence[int] = (64, 128, 256, 512),
+        depth: int | Sequence[int] = 18,
+        block: BlockName | None = None,
+        widths: Sequence[int] | None = None,
         stem: StemName = "imagenet",
         unit: UnitName = "original",
-        shortcut: ShortcutName = "B",
+        shortcut: ShortcutName | None = None,
         stride_in_1x1: bool = False,
         zero_init_residual: bool = False,
         num_classes: int = 1000,
@@ -289,51 +436,51 @@ class ResNet(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_choice("block", block, BLOCKS)
         _check_choice("stem", stem, STEMS)
         _check_choice("unit", unit, UNITS)
-        _check_choice("shortcut", shortcut, SHORTCUTS)
-        _check_positive("depths", depths)
+        sc: str = shortcut or DEFAULT_SHORTCUT[stem]
+        _check_choice("shortcut", sc, SHORTCUTS)
+        block_name, depths = stage_depths(depth, block, stem)
+        widths = list(WIDTHS[stem] if widths is None else widths)
         _check_positive("widths", widths)
         _check_positive("num_classes", [num_classes])
         _check_positive("in_channels", [in_channels])
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f"drop_path_rate={drop_path_rate} must be in [0, 1)")
-        if drop_path_rate and shortcut == "none":
+        if drop_path_rate and sc == "none":
             raise ValueError(
                 f"drop_path_rate={drop_path_rate} needs shortcuts: with shortcut='none' a dropped branch is the block"
             )
         if len(depths) != len(widths):
-            raise ValueError(
-                f"depths={list(depths)} and widths={list(widths)} must have the same length (one entry per stage)"
-            )
-        block_cls: type[BasicBlock | Bottleneck] = BasicBlock if block == "basic" else Bottleneck
+            raise ValueError(f"depth={depths} and widths={widths} must have the same length (one entry per stage)")
+        block_cls: type[BasicBlock | Bottleneck] = BasicBlock if block_name == "basic" else Bottleneck
+        block_kwargs = {"stride_in_1x1": stride_in_1x1} if block_cls is Bottleneck else {}  # the 1x1 to stride
         preact = unit in PREACT_UNITS
-        self.block, self.unit, self.shortcut = block, unit, shortcut
-        self.inplanes = widths[0]
+        self.block, self.stem, self.unit, self.shortcut = block_name, stem, unit, sc
+        self.stage_depths = depths
+        self.depth = LAYERS_PER_BLOCK[block_name] * sum(depths) + 2  # convs + fc, counted as the papers do
 
         # Stem; names follow torchvision (conv1, bn1, relu, maxpool).
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
         else:
-            self.conv1 = conv3x3(in_channels, self.inplanes)
-        self.bn1 = nn.Identity() if unit == "full_preact" else nn.BatchNorm2d(self.inplanes)
+            self.conv1 = conv3x3(in_channels, widths[0])
+        self.bn1 = nn.Identity() if unit == "full_preact" else nn.BatchNorm2d(widths[0])
         self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
-        self.stages: list[str] = []
-        for i, (depth, width) in enumerate(zip(depths, widths, strict=True)):
-            name = f"layer{i + 1}"
-            stage = self._make_layer(block_cls, width, depth, 1 if i == 0 else 2, unit, shortcut, stride_in_1x1, i == 0)
-            self.add_module(name, stage)
-            self.stages.append(name)
+        inplanes = widths[0]
+        for i, (blocks, width) in enumerate(zip(depths, widths, strict=True)):
+            stage = Stage(block_cls, inplanes, width, blocks, 1 if i == 0 else 2, unit, sc, i == 0, **block_kwargs)
+            self.add_module(f"layer{i + 1}", stage)  # torchvision's names: its state_dict loads as is
+            inplanes = stage.out_channels
 
-        self.num_features = self.inplanes
+        self.num_features = inplanes
         self.final_norm: nn.Module = (
-            nn.Sequential(nn.BatchNorm2d(self.inplanes), nn.ReLU(inplace=True)) if preact else nn.Identity()
+            nn.Sequential(nn.BatchNorm2d(inplanes), nn.ReLU(inplace=True)) if preact else nn.Identity()
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(self.inplanes, num_classes)
+        self.fc = nn.Linear(inplanes, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -347,46 +494,35 @@ class ResNet(nn.Module):
                     m.zero_init_last()
         self.drop_path_rate = drop_path_rate
         if drop_path_rate:  # the linear decay rule of Huang et al.: p_l = l / L * p_L
-            blocks = [m for m in self.modules() if isinstance(m, ResidualBlock)]
-            for i, m in enumerate(blocks):
-                m.drop_path = StochasticDepth(drop_path_rate * i / max(len(blocks) - 1, 1), mode="row")
+            blocks_ = [m for m in self.modules() if isinstance(m, ResidualBlock)]
+            for i, m in enumerate(blocks_):
+                m.drop_path = StochasticDepth(drop_path_rate * i / max(len(blocks_) - 1, 1), mode="row")
 
-    def _make_layer(
-        self,
-        block_cls: type["BasicBlock | Bottleneck"],
-        planes: int,
-        blocks: int,
-        stride: int,
-        unit: str,
-        shortcut: str,
-        stride_in_1x1: bool,
-        first_stage: bool,
-    ) -> nn.Sequential:
-        preact = unit in PREACT_UNITS
-        layers = []
-        for j in range(blocks):
-            s = stride if j == 0 else 1
-            outplanes = planes * block_cls.expansion
-            downsample = make_shortcut(shortcut, self.inplanes, outplanes, s, preact)
-            projection = isinstance(downsample, Projection)
-            layers.append(
-                block_cls(
-                    self.inplanes,
-                    planes,
-                    s,
-                    unit=unit,
-                    downsample=downsample,
-                    preact_shortcut=preact and (projection or (first_stage and j == 0)),
-                    stride_in_1x1=stride_in_1x1,
-                )
-            )
-            self.inplanes = outplanes
-        return nn.Sequential(*layers)
+    @property
+    def stages(self) -> list[Stage]:
+        return [m for m in self.children() if isinstance(m, Stage)]
+
+    @property
+    def name(self) -> str:
+        """``r56``, ``plain20``, ``r8-full_preact-B``: the depth, then the unit and shortcut where not the default."""
+        if self.shortcut == "none":
+            return f"plain{self.depth}" + ("" if self.unit == "original" else f"-{self.unit}")
+        parts = [f"r{self.depth}"]
+        if self.unit != "original":
+            parts.append(self.unit)
+        if self.shortcut != DEFAULT_SHORTCUT[self.stem]:
+            parts.append(self.shortcut)
+        return "-".join(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a run records about its network (W&B summary, reports)."""
+        return {"name": self.name, "depth": self.depth, "block": self.block, "stages": self.stage_depths,
+                "unit": self.unit, "shortcut": self.shortcut}  # fmt: skip
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in self.stages:
-            x = getattr(self, name)(x)
+        for stage in self.stages:
+            x = stage(x)
         return self.final_norm(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -395,63 +531,79 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-# Presets: argument bundles, no logic beyond checking the depth formula.
+# The nets of both papers by name: argument bundles, nothing else. ``ResNet(**PAPER_NETS[n]).name == n``.
+PAPER_NETS: dict[str, dict[str, Any]] = {
+    **{f"r{d}": {"depth": d} for d in IMAGENET_DEPTHS},
+    **{f"plain{d}": {"depth": d, "shortcut": "none"} for d in (18, 34)},  # ResNet paper Table 2
+    **{f"r{d}": {"depth": d, "stem": "cifar"} for d in (20, 32, 44, 56, 110, 1202)},  # Table 6
+    **{f"plain{d}": {"depth": d, "stem": "cifar", "shortcut": "none"} for d in (20, 32, 44, 56)},  # Fig. 6
+    # Identity Mappings Sec. 4: full pre-activation, projections where the shape changes.
+    **{f"r{d}-full_preact-B": {"depth": d, "stem": "cifar", "unit": "full_preact", "shortcut": "B"} for d in (20, 110)},
+    **{
+        f"r{d}-full_preact-B": {
+            "depth": d,
+            "block": "bottleneck",
+            "stem": "cifar",
+            "unit": "full_preact",
+            "shortcut": "B",
+        }
+        for d in (164, 1001)
+    },
+}
 
 
-def resnet18(**kwargs) -> ResNet:
-    return ResNet(**{"block": "basic", "depths": [2, 2, 2, 2], **kwargs})
+def build(name: str, **kwargs: Any) -> ResNet:
+    """A net of ``PAPER_NETS`` by name; ``kwargs`` override its arguments. CIFAR nets get 10 classes."""
+    if name not in PAPER_NETS:
+        raise ValueError(f"unknown net {name!r}; choose from {', '.join(PAPER_NETS)}")
+    args = PAPER_NETS[name]
+    classes = {"num_classes": 10} if args.get("stem") == "cifar" else {}
+    return ResNet(**{**args, **classes, **kwargs})
 
 
-def resnet34(**kwargs) -> ResNet:
-    return ResNet(**{"block": "basic", "depths": [3, 4, 6, 3], **kwargs})
+# The function names of torchvision and of earlier versions of this file.
 
 
-def resnet50(**kwargs) -> ResNet:
-    return ResNet(**{"block": "bottleneck", "depths": [3, 4, 6, 3], **kwargs})
+def resnet18(**kwargs: Any) -> ResNet:
+    return ResNet(**{"depth": 18, **kwargs})
 
 
-def resnet101(**kwargs) -> ResNet:
-    return ResNet(**{"block": "bottleneck", "depths": [3, 4, 23, 3], **kwargs})
+def resnet34(**kwargs: Any) -> ResNet:
+    return ResNet(**{"depth": 34, **kwargs})
 
 
-def resnet152(**kwargs) -> ResNet:
-    return ResNet(**{"block": "bottleneck", "depths": [3, 8, 36, 3], **kwargs})
+def resnet50(**kwargs: Any) -> ResNet:
+    return ResNet(**{"depth": 50, **kwargs})
 
 
-def plain_resnet18(**kwargs) -> ResNet:
+def resnet101(**kwargs: Any) -> ResNet:
+    return ResNet(**{"depth": 101, **kwargs})
+
+
+def resnet152(**kwargs: Any) -> ResNet:
+    return ResNet(**{"depth": 152, **kwargs})
+
+
+def plain_resnet18(**kwargs: Any) -> ResNet:
     """ResNet paper Table 2 "plain-18": the same net with no shortcuts."""
     return resnet18(**{"shortcut": "none", **kwargs})
 
 
-def plain_resnet34(**kwargs) -> ResNet:
+def plain_resnet34(**kwargs: Any) -> ResNet:
     return resnet34(**{"shortcut": "none", **kwargs})
 
 
-def cifar_depths(depth: int, block: str = "basic") -> list[int]:
-    """Blocks per stage of a 3-stage CIFAR net: 6n+2 layers (basic) or 9n+2 (bottleneck)."""
-    _check_choice("block", block, BLOCKS)
-    per_block = 2 if block == "basic" else 3
-    n, rest = divmod(depth - 2, 3 * per_block)
-    if rest or n < 1:
-        raise ValueError(
-            f"depth={depth} is not of the form {3 * per_block}n+2 required by block={block!r} "
-            f"(e.g. {', '.join(str(3 * per_block * k + 2) for k in (3, 5, 7, 9, 18))})"
-        )
-    return [n, n, n]
-
-
-def cifar_resnet(depth: int, block: str = "basic", **kwargs) -> ResNet:
+def cifar_resnet(depth: int, block: str = "basic", **kwargs: Any) -> ResNet:
     """ResNet paper Sec. 4.2: 3x3 stem, 16/32/64 channels, option A, 10 classes."""
-    args = {"depths": cifar_depths(depth, block), "widths": [16, 32, 64], "stem": "cifar", "shortcut": "A"}
-    return ResNet(**{"block": block, **args, "num_classes": 10, **kwargs})
+    return ResNet(**{"depth": depth, "block": block, "stem": "cifar", "num_classes": 10, **kwargs})
 
 
-def cifar_plain(depth: int, **kwargs) -> ResNet:
+def cifar_plain(depth: int, **kwargs: Any) -> ResNet:
     """The plain twin of ``cifar_resnet`` (Fig. 6 left)."""
     return cifar_resnet(depth, **{"shortcut": "none", **kwargs})
 
 
-def preact_resnet(depth: int, block: str = "bottleneck", **kwargs) -> ResNet:
+def preact_resnet(depth: int, block: str = "bottleneck", **kwargs: Any) -> ResNet:
     """Identity Mappings Sec. 4: full pre-activation CIFAR nets, e.g. 164 and 1001 (9n+2).
 
     Projection shortcuts (B) where the shape changes, as in the paper's code.

@@ -11,20 +11,21 @@ import torch
 import yaml
 
 from src.data.cifar import CIFAR10DataModule, CIFAR100DataModule, read_cifar_batch
+from src.models import resnet as R
 from tests.conftest import REPO, run_cli
 from tests.data.conftest import write_cifar10
 
-CIFAR_MODELS = sorted(p.stem for p in (REPO / "configs" / "models").glob("*.yaml"))
-WARM = {"resnet110", "resnet1202", "preact_resnet110", "preact_resnet164", "preact_resnet1001"}  # the papers' warm-up
+CIFAR_MODELS = [n for n, args in R.PAPER_NETS.items() if args.get("stem") == "cifar"]
+WARM = {"r110", "r1202", "r110-full_preact-B", "r164-full_preact-B", "r1001-full_preact-B"}  # the papers' warm-up
 
 
 def cifar_stack(name: str) -> list[str]:
-    """The CIFAR experiment ``name`` as its README command stacks it: recipe, model[, warm-up]."""
-    stack = ["-c", "configs/recipes/cifar.yaml", "-c", f"configs/models/{name}.yaml"]
-    return stack + (["-c", "configs/recipes/warmup.yaml"] if name in WARM else [])
+    """The CIFAR net ``name`` as the README stacks it: recipe[, warm-up], its depth/block/unit/shortcut."""
+    stack = ["-c", "configs/recipes/cifar.yaml"] + (["-c", "configs/recipes/warmup.yaml"] if name in WARM else [])
+    return stack + [f"--model.net.init_args.{k}={v}" for k, v in R.PAPER_NETS[name].items() if k != "stem"]
 
 
-DEEP = {"resnet1202", "preact_resnet1001"}
+DEEP = {"r1202", "r1001-full_preact-B"}
 
 
 def dm10(data_dir: Path, **kwargs) -> CIFAR10DataModule:
@@ -126,18 +127,16 @@ def test_config_parses_with_the_paper_schedule(name: str, in_tmp: Path, capsys: 
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model, net = config["model"], config["model"]["net"]["init_args"]
-    assert config["trainer"]["max_steps"] == 64000 and config["data"]["init_args"]["batch_size"] == 128
+    assert config["trainer"]["max_steps"] == 64000 and config["data"]["init_args"]["global_batch_size"] == 128
     assert (model["lr"], model["momentum"], model["weight_decay"]) == (0.1, 0.9, 1e-4)
     assert model["milestones"] == [32000, 48000] and model["milestone_unit"] == "step"
-    depth = int(name.removeprefix("preact_resnet").removeprefix("resnet").removeprefix("plain"))
-    per_block = 3 if net["block"] == "bottleneck" else 2
-    assert 3 * per_block * net["depths"][0] + 2 == depth and net["widths"] == [16, 32, 64]
-    assert net["shortcut"] == {"resnet": "A", "plain": "none", "preact_resnet": "B"}[name.rstrip("0123456789")]
-    assert (net["unit"] == "full_preact") == name.startswith("preact")
+    with torch.device("meta"):
+        built = R.ResNet(**net)
+    assert built.name == name and built.stem == "cifar" and net["widths"] is None  # the stem's 16/32/64
     assert (model["warmup_steps"], model["warmup_mode"], model["warmup_start_factor"]) == (
         (400, "constant", 0.1) if name in WARM else (0, "linear", 0.1)
     )
-    assert config["name"] == name and config["trainer"]["default_root_dir"] == "runs/cifar"
+    assert config["name"] is None and config["trainer"]["default_root_dir"] == "runs/cifar"  # runs/cifar/<net name>
     assert config["data"]["init_args"]["normalize"] == "per_pixel_mean" and config["data"]["init_args"]["padding"] == 4
 
 
@@ -161,13 +160,13 @@ def test_config_runs_a_few_steps(name: str, cifar10_dir: Path, in_tmp: Path) -> 
 def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path) -> None:
     run_cli(
         *[
-            "fit", *cifar_stack("resnet20"), "-c", "configs/data/cifar100.yaml",
+            "fit", *cifar_stack("r20"), "-c", "configs/data/cifar100.yaml",
             f"--data.data_dir={cifar100_dir}", "--data.val_size=10", "--data.batch_size=4", "--data.on_device=true",
             "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
             "--test_after_fit=false",
         ]
     )  # fmt: skip
-    ckpt = torch.load(next(in_tmp.glob("runs/cifar/resnet20/*/checkpoints/last.ckpt")), weights_only=False)
+    ckpt = torch.load(next(in_tmp.glob("runs/cifar/r20/*/checkpoints/last.ckpt")), weights_only=False)
     assert ckpt["state_dict"]["net.fc.weight"].shape[0] == 100  # num_classes linked from the DataModule
 
 
@@ -175,14 +174,14 @@ def test_cifar100_composes_over_a_cifar_config(cifar100_dir: Path, in_tmp: Path)
 def test_end_to_end_command(cifar10_dir: Path, in_tmp: Path) -> None:
     """The README's command, as a user runs it (plus what a 100-image dataset needs: a smaller split and batch)."""
     cmd = [
-        sys.executable, "-m", "src.cli", "fit", *cifar_stack("resnet20"),
+        sys.executable, "-m", "src.cli", "fit", *cifar_stack("r20"),
         "--data.init_args.data_dir", str(cifar10_dir), "--trainer.max_steps=5",
         "--data.init_args.val_size=20", "--data.init_args.batch_size=16", "--trainer.enable_progress_bar=false",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    run = next(in_tmp.glob("runs/cifar/resnet20/*/"))
+    run = next(in_tmp.glob("runs/cifar/r20/*/"))
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "config.yaml").is_file()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
     assert "Test top-1 accuracy" in done.stdout + done.stderr
@@ -198,12 +197,16 @@ def test_a_training_split_smaller_than_one_batch_is_refused(cifar10_dir: Path) -
 def test_global_batch_size_splits_over_processes_and_accumulation(cifar10_dir: Path) -> None:
     import lightning as L
 
-    data = dm10(cifar10_dir, global_batch_size=16)
-    data.trainer = L.Trainer(accelerator="cpu", devices=1, accumulate_grad_batches=2, logger=False)
+    data = dm10(cifar10_dir, batch_size=None, global_batch_size=16)
+    data.trainer = L.Trainer(accelerator="cpu", devices=1, accumulate_grad_batches=4, logger=False)
     data.setup("fit")
-    assert data.batch_size == 8  # 16 images per optimizer step = 1 process x 2 accumulated batches of 8
-    assert next(iter(data.train_dataloader()))[0].shape[0] == 8
-    odd = dm10(cifar10_dir, global_batch_size=15)
+    assert data.batch_size == 4  # 16 images per optimizer step = 1 process x 4 accumulated batches of 4
+    assert next(iter(data.train_dataloader()))[0].shape[0] == 4
+    explicit = dm10(cifar10_dir, batch_size=6, global_batch_size=16)  # a per-process batch_size wins
+    explicit.trainer = data.trainer
+    explicit.setup("fit")
+    assert explicit.batch_size == 6 and next(iter(explicit.train_dataloader()))[0].shape[0] == 6
+    odd = dm10(cifar10_dir, batch_size=None, global_batch_size=15)
     odd.trainer = data.trainer
     with pytest.raises(ValueError, match=r"data.global_batch_size=15 does not split evenly over 1 process"):
         odd.setup("fit")

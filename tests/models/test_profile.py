@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from src.models import resnet as R
-from src.models.profile import PRESETS, count_macs, count_params, main, preset_table, profile
+from src.models.profile import count_macs, count_params, main, preset_table, profile
 from tests.conftest import REPO
 
 
@@ -39,23 +39,24 @@ def test_counts_follow_the_network_not_a_formula() -> None:
     assert count_macs(net, (3, 64, 64)) == pytest.approx(4 * macs, rel=0.01)  # conv cost ~ pixels
 
 
-def test_table_covers_every_preset(capsys: pytest.CaptureFixture) -> None:
+def test_table_covers_every_paper_net(capsys: pytest.CaptureFixture) -> None:
     main([])
     out = capsys.readouterr().out
-    for preset in PRESETS:
-        assert f"| {preset.name} |" in out
-    assert "| resnet50 | bottleneck | [3,4,6,3] | original | B | 25.56 | 4.089 | 224x224 |" in out
+    for name in R.PAPER_NETS:
+        assert f"| {name} |" in out
+    assert "| r50 | bottleneck | [3,4,6,3] | original | B | 25.56 | 4.089 | 224x224 |" in out
+    assert "| r164-full_preact-B | bottleneck | [18,18,18] | full_preact | B | 1.70 | 0.248 | 32x32 |" in out
 
 
 def test_readme_shows_the_current_table() -> None:
-    table = preset_table([profile(p) for p in PRESETS])
+    table = preset_table([profile(n) for n in R.PAPER_NETS])
     assert table in (REPO / "README.md").read_text(), "README's model table is stale: python -m src.models.profile"
 
 
-def test_unknown_preset_is_named(capsys: pytest.CaptureFixture) -> None:
+def test_unknown_net_is_named(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
-        main(["resnet51"])
-    assert "unknown preset(s) resnet51" in capsys.readouterr().err
+        main(["r51"])
+    assert "unknown net(s) r51" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("depth", "ours", "paper_gmacs"), [(50, 3.86, 3.8), (101, 7.57, 7.6), (152, 11.28, 11.3)])

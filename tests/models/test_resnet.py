@@ -14,7 +14,7 @@ def n_params(m: nn.Module) -> int:
 
 
 def tiny(**kwargs) -> ResNet:
-    args = dict(block="basic", depths=[1, 2], widths=[8, 16], stem="cifar", num_classes=5, in_channels=1)
+    args = dict(block="basic", depth=[1, 2], widths=[8, 16], stem="cifar", num_classes=5, in_channels=1)
     return ResNet(**{**args, **kwargs})
 
 
@@ -99,7 +99,7 @@ def test_bn_after_add_normalises_the_sum(block_cls: type) -> None:
     torch.testing.assert_close(std, torch.ones_like(std), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("unit", R.UNITS)
+@pytest.mark.parametrize("unit", list(R.UNITS))
 def test_preact_nets_end_with_bn_relu_and_drop_stem_activation(unit: str) -> None:
     net = tiny(unit=unit).eval()
     preact = unit in R.PREACT_UNITS
@@ -138,7 +138,7 @@ def test_zero_init_residual_is_refused_for_relu_before_add() -> None:
 
 
 def shortcuts(net: ResNet) -> list[nn.Module | None]:
-    return [blk.downsample for name in net.stages for blk in getattr(net, name)]
+    return [blk.downsample for stage in net.stages for blk in stage]
 
 
 def test_option_a_has_no_parameters_and_zero_pads_channels() -> None:
@@ -206,7 +206,7 @@ def test_preact_bottleneck_param_counts(depth: int, paper_m: float) -> None:
 
 
 @pytest.mark.parametrize("block", R.BLOCKS)
-@pytest.mark.parametrize("unit", R.UNITS)
+@pytest.mark.parametrize("unit", list(R.UNITS))
 @pytest.mark.parametrize("shortcut", R.SHORTCUTS)
 def test_grid_forward_backward(block: str, unit: str, shortcut: str) -> None:
     net = tiny(block=block, unit=unit, shortcut=shortcut)
@@ -221,7 +221,7 @@ def test_grid_forward_backward(block: str, unit: str, shortcut: str) -> None:
 def test_imagenet_stem_downsamples_by_4_and_cifar_stem_keeps_size() -> None:
     feats = {}
     for stem in R.STEMS:
-        net = ResNet(depths=[1], widths=[8], stem=stem, num_classes=3)
+        net = ResNet(depth=[1], widths=[8], stem=stem, num_classes=3)
         feats[stem] = net.forward_features(torch.randn(1, 3, 32, 32)).shape
     assert feats == {"imagenet": (1, 8, 8, 8), "cifar": (1, 8, 32, 32)}
 
@@ -236,11 +236,11 @@ def test_imagenet_stem_downsamples_by_4_and_cifar_stem_keeps_size() -> None:
         ({"unit": "foo"}, "unit='foo' is not one of original, bn_after_add, relu_before_add"),
         ({"shortcut": "D"}, "shortcut='D' is not one of A, B, C, none"),
         ({"stem": "vit"}, "stem='vit' is not one of imagenet, cifar"),
-        ({"depths": [2, 2], "widths": [64, 128, 256]}, "must have the same length"),
-        ({"depths": [2, 0]}, "depths=[2, 0] must be a non-empty list of positive integers"),
+        ({"depth": [2, 2], "widths": [64, 128, 256]}, "must have the same length"),
+        ({"depth": [2, 0]}, "depth=[2, 0] must be a non-empty list of positive integers"),
         ({"widths": [-8, 16]}, "widths=[-8, 16]"),
         ({"num_classes": 0}, "num_classes=[0]"),
-        ({"depths": []}, "depths=[]"),
+        ({"depth": []}, "depth=[]"),
     ],
 )
 def test_bad_arguments_name_key_value_and_choices(kwargs: dict, message: str) -> None:
@@ -269,7 +269,7 @@ def test_preset_depth_must_fit_formula(build, depth: int, form: str) -> None:
 )
 def test_preact_shortcut_taps_are_pinned(shortcut: str, taps: list[bool]) -> None:
     net = R.ResNet(
-        block="basic", depths=[2, 2, 2], widths=[4, 8, 16], stem="cifar", unit="full_preact", shortcut=shortcut
+        block="basic", depth=[2, 2, 2], widths=[4, 8, 16], stem="cifar", unit="full_preact", shortcut=shortcut
     )
     assert [blk.preact_shortcut for layer in (net.layer1, net.layer2, net.layer3) for blk in layer] == taps
 
@@ -277,7 +277,7 @@ def test_preact_shortcut_taps_are_pinned(shortcut: str, taps: list[bool]) -> Non
 @pytest.mark.parametrize("block", ["basic", "bottleneck"])
 @pytest.mark.parametrize("unit", ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"])
 def test_stochastic_depth_drops_residual_branches_per_image_in_training_only(block: str, unit: str) -> None:
-    args = dict(block=block, depths=[2, 2], widths=[8, 16], stem="cifar", unit=unit, shortcut="B", num_classes=5)
+    args = dict(block=block, depth=[2, 2], widths=[8, 16], stem="cifar", unit=unit, shortcut="B", num_classes=5)
     torch.manual_seed(0)
     net = ResNet(**args, drop_path_rate=0.5)  # type: ignore[arg-type]
     plain = ResNet(**args)  # type: ignore[arg-type]
@@ -301,3 +301,70 @@ def test_stochastic_depth_needs_shortcuts_and_a_rate_below_one() -> None:
         R.cifar_plain(20, drop_path_rate=0.1)
     with pytest.raises(ValueError, match=r"drop_path_rate=1.0 must be in \[0, 1\)"):
         R.cifar_resnet(20, drop_path_rate=1.0)
+
+
+# --- depth rules and names -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", sorted(R.IMAGENET_DEPTHS))
+def test_imagenet_depth_picks_the_papers_block_and_stages(depth: int) -> None:
+    with torch.device("meta"):
+        net = ResNet(depth=depth)
+    block, stages = R.IMAGENET_DEPTHS[depth]
+    assert (net.block, [len(s) for s in net.stages], net.depth, net.name) == (block, stages, depth, f"r{depth}")
+    assert net.shortcut == "B" and net.fc.in_features == (512 if block == "basic" else 2048)
+
+
+def test_cifar_depth_rule_and_defaults() -> None:
+    net = ResNet(depth=56, stem="cifar", num_classes=10)
+    assert [len(s) for s in net.stages] == [9, 9, 9] and net.shortcut == "A" and net.fc.in_features == 64
+    with torch.device("meta"):
+        deep = ResNet(depth=164, block="bottleneck", stem="cifar", unit="full_preact", shortcut="B")
+    assert [len(s) for s in deep.stages] == [18, 18, 18] and deep.name == "r164-full_preact-B"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"depth": 20}, "depth=20 is not an ImageNet depth (18, 34, 50, 101, 152)"),
+        ({"depth": 50, "block": "basic"}, "depth=50 is a bottleneck net (ResNet paper Table 1), not block='basic'"),
+        ({"depth": 21, "stem": "cifar"}, "depth=21 is not of the form 6n+2 required by block='basic'"),
+    ],
+)
+def test_depth_rules_refuse_other_depths(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ResNet(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"depth": 8, "stem": "cifar"}, "r8"),
+        ({"depth": 8, "stem": "cifar", "unit": "full_preact", "shortcut": "B"}, "r8-full_preact-B"),
+        ({"depth": 20, "stem": "cifar", "shortcut": "none"}, "plain20"),
+        ({"depth": 34, "shortcut": "A"}, "r34-A"),
+        ({"depth": [2, 2, 2, 2], "unit": "bn_after_add"}, "r18-bn_after_add"),
+    ],
+)
+def test_name_omits_the_default_unit_and_shortcut(kwargs: dict, name: str) -> None:
+    with torch.device("meta"):
+        assert ResNet(**kwargs).name == name
+
+
+@pytest.mark.parametrize("name", list(R.PAPER_NETS))
+def test_paper_nets_are_named_by_their_own_name(name: str) -> None:
+    with torch.device("meta"):
+        net = R.build(name)
+    assert net.name == name and net.describe()["name"] == name
+
+
+def test_each_unit_is_one_forward_function() -> None:
+    """The table, not the unit string, decides what a block runs: swapping its entry changes the output."""
+    blk = identity_block(BasicBlock, "original")
+    assert isinstance(blk, BasicBlock)
+    x = torch.randn(2, blk.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        before = blk(x)
+        blk.run_unit = R.UNITS["relu_before_add"]
+        assert not torch.equal(blk(x), before)
+        assert torch.equal(blk(x), R.relu_before_add(blk, x))
