@@ -85,7 +85,7 @@ class StartGuard(Callback):
 # subtypes with the failure of `None` (every optional group has it).
 _SCAFFOLD = re.compile(
     r'Parser key "[^"]+":|Problem with given class_path .*:|Does not validate against any of the Union subtypes'
-    r"|Subtypes: .*|Errors:|Expected a <class 'NoneType'>|Given value( type)?: .*"
+    r"|Subtypes: .*|Errors:|Expected a <class 'NoneType'>|Given value type: .*|Given value: NestedArg\(.*"
 )
 
 
@@ -102,7 +102,8 @@ def one_line(error: BaseException) -> str:
         lines = [line.strip().removeprefix("- ") for line in error.message.strip().splitlines() if line.strip()]
         keys = [m.group(1) for line in lines if (m := re.fullmatch(r'Parser key "([^"]+)":', line))]
         rest = [line for line in lines if not _SCAFFOLD.fullmatch(line)] or lines
-        return f"{'.'.join(keys)}: {' '.join(rest)}" if keys else " ".join(rest)
+        complaint = " ".join(rest).replace(" Given value: ", ". Got value: ")  # a Union names the value once
+        return f"{'.'.join(keys)}: {complaint}" if keys else complaint
     cause: BaseException = error
     while (inner := cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)) is not None:
         cause = inner
