@@ -40,11 +40,13 @@ from torch import nn
 
 from scripts.bench import BareLoop, Setting, WindowTimer, aa_floor, device_batches, interleaved, setup_torch
 from src import provenance
-from src.callbacks import FiniteLoss, Preemption, ResumeState, StartGuard
+from src.bad_input import StartGuard
+from src.callbacks import FiniteLoss, ResumeState
 from src.data.synthetic import SyntheticDataModule
 from src.loggers import RunFacts
 from src.models import resnet as R
 from src.models.classifier import ImageClassifier
+from src.preemption import Preemption
 from src.progress import TextProgress
 
 

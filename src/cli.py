@@ -2,51 +2,46 @@
 
 Several ``-c`` files compose left to right (later wins); any key can be overridden on
 the command line (``--model.lr 0.05``); ``--print_config`` shows the merged result.
-Where a run writes is ``src/run.py``'s ``RunLayout``: by default ``runs/<name>/version_<n>/`` holds
-``config.yaml``, ``metrics.csv`` and ``checkpoints/{best-*,last}.ckpt``; with ``--run_dir`` (and in
-every SLURM job) checkpoints go to ``<run dir>/checkpoints`` and each restart's logs to
-``<run dir>/version_<n>``, and ``fit`` resumes from the newest checkpoint there.
+This module only composes: where a run writes, whether it resumes, what it checkpoints and tests is
+``src/run.py``; bad input ends in ``src/bad_input.py``'s funnel (one line, exit 2); preemption is
+``src/preemption.py``. By default ``runs/<name>/version_<n>/`` holds ``config.yaml``, ``metrics.csv``
+and ``checkpoints/{best-*,last}.ckpt``; with ``--run_dir`` (and in every SLURM job) checkpoints go to
+``<run dir>/checkpoints``, each restart's logs to ``<run dir>/version_<n>``, and ``fit`` resumes.
 """
 
 import signal
 import sys
 
-from src.signals import hold_preemption_signals, take_held_signals
-
 if __name__ == "__main__" and sys.argv[1:2] == ["fit"]:
     # Before the imports below: on a loaded node they take tens of seconds, and Slurm's SIGUSR1 arriving
     # meanwhile would kill the process (its default action), and the job with it, without a requeue.
-    hold_preemption_signals()
+    # Blocked, it stays pending until src.preemption's handler takes it (main).
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGUSR1, signal.SIGTERM))
 
-import copy
-import itertools
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from src.callbacks import (
-    FiniteLoss,
-    Preempted,
-    Preemption,
-    ResumeState,
-    StartGuard,
-)
-from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem, is_disk_full
-from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, finish_wandb, run_loggers, run_name
-from src.models.checkpoint_fit import net_differences, upgrade_hparams
+from src.bad_input import PARSER_KWARGS, StartGuard, check_config_files, check_trains, funnel
+from src.callbacks import FiniteLoss, ResumeState
+from src.loggers import RunFacts, WandbOptions, WandbSaveConfigCallback, closing_wandb, run_loggers, run_name
 from src.models.classifier import ImageClassifier
-from src.progress import TextProgress
-from src.run import RUN_DIR_HELP, RunLayout, slurm_job_tag
-
-CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
+from src.preemption import Preemption, exits, ignore_late_warnings
+from src.progress import TextProgress, example_input, quiet_first_screen
+from src.run import (
+    CHECKPOINT_DEFAULTS,
+    CHECKPOINTS,
+    RUN_DIR_HELP,
+    RunLayout,
+    checkpoint_model_config,
+    evaluate_after_fit,
+    plugins,
+    slurm_job_tag,
+    without_old_run_options,
+)
 
 
 class ResNetCLI(LightningCLI):
@@ -58,20 +53,7 @@ class ResNetCLI(LightningCLI):
         # directory comes from the run layout (instantiate_trainer).
         for group in CHECKPOINTS:
             parser.add_class_arguments(ModelCheckpoint, group, instantiate=False)
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/err1",
-                "checkpoint.mode": "min",
-                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
-                "checkpoint.auto_insert_metric_name": False,
-                # Not `checkpoint.save_last`: Lightning 2.6 refreshes that only when a new best was saved,
-                # so it goes stale. This one overwrites last.ckpt every epoch (or every_n_train_steps).
-                "last_checkpoint.filename": "last",
-                "last_checkpoint.monitor": None,
-                "last_checkpoint.save_top_k": 1,
-                "last_checkpoint.enable_version_counter": False,
-            }
-        )
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
         # The dataset decides the classifier's input channels and classes: one source of truth.
         parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.net.init_args.in_channels", apply_on="instantiate")
@@ -91,66 +73,34 @@ class ResNetCLI(LightningCLI):
             default=True,
             help="after `fit`, test the best checkpoint on the test split and print the result",
         )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
-        # Before LightningCLI reads the checkpoint's hyperparameters (a text file there gives "KeyError: 101").
-        subcommand = self.config.get("subcommand")
-        path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        keyword = path in ("last", "best", "hpc", "registry")  # Lightning's own values
-        if path is not None and not keyword and (problem := checkpoint_problem(path)) is not None:
-            parser.error(f"--ckpt_path {path}: {problem}")
-        if path is not None and not keyword and Path(path).is_file():
-            self._check_checkpoint_network(parser, subcommand, path)
-
-    def _check_checkpoint_network(self, parser: LightningArgumentParser, subcommand: str, path: str) -> None:
-        """LightningCLI builds the model from the checkpoint's hyperparameters, over the config's: say so.
-
-        For ``fit`` a config that asks for another network is refused (naming the arguments), unless
-        ``--model.allow_net_change true``; ``test``/``validate``/``predict`` evaluate the checkpoint's
-        network and print that they do.
-        """
-        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
-        differ = net_differences(hparams, self.config[subcommand].model.get("net"))
-        if not differ:
-            return
-        listed = "\n  ".join(differ)
-        if subcommand == "fit" and self.config[subcommand].model.get("allow_net_change"):
-            # LightningCLI would put the checkpoint's network over the config's: keep the config's.
-            self._config_net = copy.deepcopy(self.config[subcommand].model.net)
-            return
-        if subcommand == "fit":
-            parser.error(
-                f"--ckpt_path {path} holds another network than the config asks for:\n  {listed}\n"
-                "Drop those settings to continue the checkpoint's network, or pass --model.allow_net_change true "
-                "to load its weights into the config's network (fine-tuning)"
-            )
-        rank_zero_info(f"{subcommand}: using the network of {path}, not the config's:\n  {listed}")
+        parser.add_argument(
+            "--allow_net_change",
+            type=bool,
+            default=False,
+            help="load a checkpoint into a network whose arguments differ from the checkpoint's (fine-tuning on"
+            " purpose); without it such a load is refused, naming the arguments",
+        )
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI's own, with the hyperparameters of older checkpoints in today's argument names.
+        # LightningCLI's own step (a private hook): the checkpoint's hyperparameters go over the config.
+        # Which of them is the run's policy (src/run.py); checkpoints are read here, never in the parser.
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not path or not Path(path).is_file():
+        if path is None:
             return
-        hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-        hparams.pop("_instantiator", None)
+        hparams = checkpoint_model_config(subcommand, path, self.config[subcommand].model.get("net"))
         if hparams:
-            self.config = self.parser.parse_object({subcommand: {"model": upgrade_hparams(hparams)}}, self.config)
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
-        if getattr(self, "_config_net", None) is not None:
-            self.config[self.subcommand].model.net = self._config_net
+        if self.subcommand == "fit":
+            check_trains(self.config.fit.trainer)
 
-    def instantiate_classes(self) -> None:
-        # A constructor's ValueError (depths vs widths, a 6n+2 depth, ...) or a missing dataset is a
-        # config error: report it like a parse error, with exit code 2 and no traceback, before any
-        # training. jsonargparse wraps it in a Union report (each subtype's failure, the whole
-        # Namespace); the constructor's own message is the innermost exception of the chain.
-        try:
-            super().instantiate_classes()
-        except USER_ERRORS as e:
-            self.parser.error(f"invalid configuration: {user_error(e)}")
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        # A run decision, not a hyperparameter: read by the model's load-time check, never saved with it.
+        self.model.allow_net_change = bool(self.config_value("allow_net_change"))
+        self.model.example_input_array = example_input(self.datamodule, self.model)  # the summary's FLOPs
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with the loggers, checkpoints and run callbacks the run layout decides."""
@@ -159,13 +109,14 @@ class ResNetCLI(LightningCLI):
         net_name = run_name(self.model.net)
         layout = RunLayout.resolve(trainer["default_root_dir"], config["name"] or net_name, config["run_dir"])
         self.layout = layout
+        csv = layout.csv_logger()
+        guard = next(c for c in self.trainer_defaults["callbacks"] if isinstance(c, StartGuard))
+        guard.claim(layout.root, csv.log_dir, [layout.root_dir, layout.root_dir / layout.name, layout.root])
         wandb: WandbOptions = config["wandb"]
         name = wandb.name or net_name
         callbacks = list(trainer.get("callbacks") or [])
         if trainer.get("enable_checkpointing") is not False:
-            for group in CHECKPOINTS:
-                args = config[group].as_dict()
-                callbacks.append(ModelCheckpoint(**{**args, "dirpath": args["dirpath"] or layout.checkpoint_dir}))
+            callbacks += layout.checkpoint_callbacks(config)
         # Rich's bar on a terminal, whole lines in a log file (SLURM's .out), unless the config disables
         # bars or brings its own.
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -176,7 +127,7 @@ class ResNetCLI(LightningCLI):
         callbacks.append(Preemption(requeue=slurm, checkpoint_dir=layout.checkpoint_dir, resumable=layout.stable))
         kwargs = {
             "default_root_dir": str(layout.root),
-            "logger": run_loggers(layout.csv_logger(), trainer.get("logger"), wandb, name),
+            "logger": run_loggers(csv, trainer.get("logger"), wandb, name),
             "callbacks": callbacks,
             "plugins": plugins(trainer.get("plugins")),
             **kwargs,
@@ -188,32 +139,13 @@ class ResNetCLI(LightningCLI):
         # Weights-only loading is off: the checkpoint was written by this very run (its hparams hold
         # the CLI's class paths, which are not on torch's allowlist).
         config = self.config_init["fit"]
-        if config.get("ckpt_path") is not None:
-            return
-        remove_stale_tmp(self.layout)
-        if (found := resume_checkpoint(self.layout)) is not None:
+        if config.get("ckpt_path") is None and (found := self.layout.resume_from()) is not None:
             config["ckpt_path"], config["weights_only"] = str(found), False
-            rank_zero_info(f"Resuming from {found} (newest checkpoint of run directory {self.layout.run_dir})")
 
     def after_fit(self) -> None:
         # Here and not in a callback: a Trainer cannot start `test` from inside its own `fit` hooks.
-        if not self.config_value("test_after_fit") or getattr(self.trainer, "fast_dev_run", False):
-            return
-        ckpt = self.trainer.checkpoint_callback
-        best = getattr(ckpt, "best_model_path", "") or None
-        data = self.datamodule
-        if best and getattr(data, "val_is_test", False):
-            # The DataModule validates on its test split (e.g. ImageNet with val_size: 0): "best" was
-            # chosen on the test set, so report the last checkpoint instead.
-            best = None
-        self.trainer.test(self.model, datamodule=data, ckpt_path=best or "last", weights_only=False)
-        metrics = self.trainer.callback_metrics
-        if "test/acc1" in metrics:
-            which = f"the best checkpoint {best}" if best else "the last checkpoint"
-            rank_zero_info(
-                f"\nTest top-1 accuracy {metrics['test/acc1']:.2f}% (error {metrics['test/err1']:.2f}%) "
-                f"of {which}\nrun directory: {self.trainer.log_dir}"
-            )
+        if self.config_value("test_after_fit"):
+            evaluate_after_fit(self.trainer, self.model, self.datamodule)
 
     def config_value(self, key: str) -> Any:
         """``key`` of the parsed config (plain values), of the running subcommand."""
@@ -223,86 +155,14 @@ class ResNetCLI(LightningCLI):
         return config[self.subcommand] if self.subcommand else config
 
 
-@rank_zero_only
-def remove_stale_tmp(layout: RunLayout) -> None:
-    """``*.tmp`` files left by a save that failed (disk full, a kill) in a stable run directory: removed."""
-    if layout.checkpoint_dir is None:
-        return
-    for tmp in layout.checkpoint_dir.glob(f"*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        rank_zero_info(f"Removed {tmp}, left by a save that did not finish")
-
-
-def resume_checkpoint(layout: RunLayout) -> Path | None:
-    """The newest readable checkpoint of a stable run; unreadable ones are named and moved aside.
-
-    A truncated, empty or foreign file becomes ``<name>.corrupt`` (rank 0) and the next newest is
-    tried. If the run directory held checkpoints and none is readable, it stops rather than silently
-    start again at step 0.
-    """
-    skipped = []
-    for candidate in layout.resume_candidates():
-        problem = checkpoint_problem(candidate)
-        if problem is None:
-            return candidate
-        skipped.append(f"{candidate.name} ({problem})")
-        if getattr(rank_zero_only, "rank", 0) == 0:
-            aside = candidate.with_name(candidate.name + ".corrupt")
-            candidate.replace(aside)
-            rank_zero_warn(f"cannot resume from {candidate}: {problem}; moved it to {aside.name}")
-    corrupt = sorted(p.name for p in layout.checkpoint_dir.glob("*.corrupt")) if layout.checkpoint_dir else []
-    if skipped or corrupt:
-        raise ValueError(
-            f"run directory {layout.run_dir} holds no readable checkpoint ({', '.join(skipped or corrupt)}); "
-            "it will not silently start again at step 0. Pass --ckpt_path, or start a new --run_dir"
-        )
-    return None
-
-
-def plugins(configured: Any) -> list[Any]:
-    """The configured plugins plus atomic checkpoint IO and, inside SLURM, SLURMEnvironment without auto-requeue."""
-    items = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
-    if not any(isinstance(p, CheckpointIO) for p in items):
-        items.append(AtomicCheckpointIO())
-    if slurm_job_tag() is not None and not any(isinstance(p, ClusterEnvironment) for p in items):
-        items.append(SLURMEnvironment(auto_requeue=False))  # Preemption requeues instead (see there)
-    return items
-
-
-# Raised by our checks, the DataModules and Lightning's own (max_epochs < -1, a missing checkpoint, ...)
-# when the input is wrong: one line and exit 2 if they come before the first batch, a traceback after.
-USER_ERRORS = (ValueError, OSError, MisconfigurationException)
-
-
-def user_error(error: BaseException) -> str:
-    """The message a user needs: the innermost cause (jsonargparse wraps constructor errors), plus a hint."""
-    cause: BaseException = error
-    while (inner := cause.__cause__ or cause.__context__) is not None:
-        cause = inner
-    hint = ""
-    if isinstance(cause, FileNotFoundError):  # checkpoint paths are checked before this (parse_arguments)
-        hint = "\n(no dataset at hand? add -c configs/data/synthetic.yaml to train on random data of its shape)"
-    return f"{cause}{hint}"
-
-
-def check_config_files(args: list[str]) -> None:
-    """An empty ``-c`` file gives jsonargparse's bare "Unexpected config:": name the file instead."""
-    for flag, value in itertools.pairwise(args):
-        if flag in ("-c", "--config") and Path(value).is_file():
-            text = "\n".join(line.split("#", 1)[0] for line in Path(value).read_text().splitlines())
-            if not text.strip():
-                print(f"error: config file {value} is empty (no keys, only comments or blank lines)", file=sys.stderr)
-                raise SystemExit(2)
-
-
 def main(args: list[str] | None = None) -> ResNetCLI:
     torch.set_float32_matmul_precision("high")  # TF32 on Ampere+ GPUs; no effect on CPU
+    quiet_first_screen()
     argv = sys.argv[1:] if args is None else args
-    check_config_files(argv)
-    if argv[:1] == ["fit"]:
-        hold_preemption_signals()  # a signal before the first step is acted on after it, not fatal
-    guard = StartGuard()  # whether any loop reached its first batch; cleans up a start that failed before
-    try:
+    guard = StartGuard()  # whether any loop reached its first batch; what a failed start created
+    # Inside out: W&B closes first, so that a requeue cannot kill its service and an error's line comes last.
+    with funnel(guard), exits(fit=argv[:1] == ["fit"]), closing_wandb():
+        check_config_files(argv)
         return ResNetCLI(
             ImageClassifier,
             LightningDataModule,
@@ -310,41 +170,19 @@ def main(args: list[str] | None = None) -> ResNetCLI:
             seed_everything_default=0,
             save_config_callback=WandbSaveConfigCallback,  # config.yaml, and the same config into W&B
             save_config_kwargs={"overwrite": True},  # a requeued job rewrites its own config
+            parser_kwargs=PARSER_KWARGS,  # parse errors raise, into the funnel
             trainer_defaults={
                 "default_root_dir": "runs",  # all runs: <default_root_dir>/<name>/... (src/run.py)
                 # Persistent callbacks, on in every run whatever `trainer.callbacks` says: the lr per step,
                 # the NaN/inf stop, and the RNG states that make a resume replay the same shuffles.
                 "callbacks": [LearningRateMonitor(logging_interval="step"), FiniteLoss(), ResumeState(), guard],
             },
-            args=args,
+            args=without_old_run_options(argv),
         )
-    except Preempted as stop:
-        finish_wandb()  # before the requeue's SIGTERM can reach W&B's service process
-        raise SystemExit(stop.finish()) from None
-    except SIGTERMException:
-        # Lightning's own, for a SIGTERM before Preemption's handlers are in place (the sanity check):
-        # it exits 0, and a scheduler would count the cut-off run a success.
-        print("Stopped by SIGTERM before training started: nothing to save; exiting with 143", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM) from None
-    except USER_ERRORS as e:
-        # A failure during training is not an input error: keep the traceback. A full disk is the
-        # exception: its cause is outside the code, and the message says where.
-        if guard.started and not is_disk_full(e):
-            raise
-        message = user_error(e)
-        if is_disk_full(e) and "no space left on " not in message:  # a write outside our checkpoint IO
-            message = f"no space left on the disk of {guard.root or '.'} ({message})"
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-    finally:
-        take_held_signals()  # a fit that never reached training: signals act as by default again
-        finish_wandb()  # fit and its test share one W&B run; the next main() in this process starts a new one
 
 
 if __name__ == "__main__":
     try:
         main()
     finally:
-        # Python resets its signal handlers to the defaults while it shuts down, and USR1's default
-        # kills: a warning signal arriving then would turn a finished job into a failed one.
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        ignore_late_warnings()

@@ -14,9 +14,11 @@
   package digests) as hyperparameters, and per epoch the wall time and training images per second.
 """
 
+import contextlib
 import netrc
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -259,6 +261,17 @@ class RunFacts(Callback):
         rate = self._images * trainer.world_size / train_s if train_s > 0 else float("nan")
         pl_module.log("perf/epoch_s", now - self._epoch_start, rank_zero_only=True)
         pl_module.log("perf/images_per_s", rate, rank_zero_only=True)
+
+
+@contextlib.contextmanager
+def closing_wandb() -> Iterator[None]:
+    """Finishes the W&B run on the way out, whatever happens: before a requeue's SIGTERM can reach W&B's
+    service process, before an error's one line (so that it is the last line), and so that the next run
+    in this process (tests, notebooks) starts a new one. Fit and its test share one W&B run."""
+    try:
+        yield
+    finally:
+        finish_wandb()
 
 
 @rank_zero_only

@@ -8,11 +8,17 @@ a complete line instead, every ``interval_s`` seconds of training and at the end
     [val]   epoch 3 step 1251 val/loss 1.655 val/acc1 42.13 val/err1 57.87
 
 ``src.cli`` picks it when stdout is not a terminal, and Rich's bar otherwise.
+
+The first screen: ``example_input`` gives the model summary an image of the data's shape, so that its
+FLOPs column is real (Lightning counts them in one forward of ``example_input_array``); ``quiet_first_screen``
+drops what says nothing about the run (Lightning's advertisements, a deprecation inside Lightning).
 """
 
 import datetime
+import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -106,3 +112,35 @@ class TextProgress(ProgressBar):
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/") and v.numel() == 1}
         self._write("[test]  " + " ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+
+
+def example_input(data: Any, model: LightningModule) -> torch.Tensor | None:
+    """One image of the DataModule's ``in_channels`` x ``image_size`` (None when it does not say). The
+    summary runs it in eval mode without gradients: no BN statistics or RNG draws change. Not for a
+    compiled model: the forward would compile it for a batch of one before training."""
+    size, channels = getattr(data, "image_size", None), getattr(data, "in_channels", None)
+    if not isinstance(size, int) or not isinstance(channels, int) or model.hparams.get("compile"):
+        return None
+    return torch.zeros(1, channels, size, size)
+
+
+class _NoAdvertisement(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_first_screen() -> None:
+    """Lightning 2.6 advertises its cloud loggers and model registry (``💡 Tip: ...``, one info line each,
+    logger_connector.py and callback_connector.py), and its own ``_pytree.py`` builds torch's deprecated
+    ``LeafSpec`` (a FutureWarning at every fit and test). Neither says anything about the run: both dropped,
+    matched by their text and origin, so that every other line Lightning prints still shows."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisement) for f in logger.filters):
+            logger.addFilter(_NoAdvertisement())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )

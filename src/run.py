@@ -1,4 +1,4 @@
-"""Where a run writes, decided once: ``RunLayout``.
+"""The run's policy: where it writes (``RunLayout``), whether it resumes, what it checkpoints and tests.
 
 Every writer asks the layout: the CSV logger (``metrics.csv``, ``hparams.yaml``), ``config.yaml``
 beside it, the W&B offline directory under it, both checkpoint callbacks, SLURM preemption, auto-resume
@@ -15,14 +15,47 @@ Two shapes:
 
 ``root_dir`` is ``trainer.default_root_dir`` (``runs`` by default) and ``name`` the config's ``name``
 (else one derived from the network, e.g. ``r56-full_preact-A``).
+
+Beside the layout: the two always-present checkpoint callbacks (``checkpoint_callbacks``), the
+hyperparameters of a ``--ckpt_path`` that go over the config (``checkpoint_model_config``: ``fit``
+keeps the config's network, the model's load-time check refuses another one unless
+``--allow_net_change``), the plugins every run gets, and the test after ``fit`` (``evaluate_after_fit``).
 """
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
+import torch
+import yaml
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
+from src.checkpoint_io import TMP_SUFFIX, AtomicCheckpointIO, checkpoint_problem
+from src.models.checkpoint_fit import net_differences, upgrade_hparams
+
+CHECKPOINTS = ("checkpoint", "last_checkpoint")  # the config groups of the two always-present ModelCheckpoints
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/err1",
+    "checkpoint.mode": "min",
+    "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
+    "checkpoint.auto_insert_metric_name": False,
+    # Not `checkpoint.save_last`: Lightning 2.6 refreshes that only when a new best was saved, so it
+    # goes stale. This one overwrites last.ckpt every epoch (or every_n_train_steps).
+    "last_checkpoint.filename": "last",
+    "last_checkpoint.monitor": None,
+    "last_checkpoint.save_top_k": 1,
+    "last_checkpoint.enable_version_counter": False,
+}
+# Checkpoints saved before these became run options hold them as model hyperparameters.
+RUN_OPTIONS_IN_OLD_CHECKPOINTS = ("allow_net_change",)
+LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 
 RUN_DIR_HELP = (
     "stable run directory: checkpoints go to <run_dir>/checkpoints, logs to <run_dir>/version_<n> (one per"
@@ -91,3 +124,114 @@ class RunLayout:
             return []
         found = [*self.checkpoint_dir.glob("*.ckpt"), *self.run_dir.glob("hpc_ckpt_*.ckpt")]
         return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+    def resume_from(self) -> Path | None:
+        """The checkpoint a stable run's ``fit`` resumes from: the newest readable one; None for a fresh start.
+
+        ``*.tmp`` files left by a save that failed (disk full, a kill) are removed first. A truncated,
+        empty or foreign checkpoint becomes ``<name>.corrupt`` (rank 0) and the next newest is tried. If
+        the run directory held checkpoints and none is readable, it stops rather than silently start
+        again at step 0.
+        """
+        if self.checkpoint_dir is None:
+            return None
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            for tmp in self.checkpoint_dir.glob(f"*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                rank_zero_info(f"Removed {tmp}, left by a save that did not finish")
+        skipped = []
+        for candidate in self.resume_candidates():
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                rank_zero_info(f"Resuming from {candidate} (newest checkpoint of run directory {self.run_dir})")
+                return candidate
+            skipped.append(f"{candidate.name} ({problem})")
+            if getattr(rank_zero_only, "rank", 0) == 0:
+                aside = candidate.with_name(candidate.name + ".corrupt")
+                candidate.replace(aside)
+                rank_zero_warn(f"cannot resume from {candidate}: {problem}; moved it to {aside.name}")
+        corrupt = sorted(p.name for p in self.checkpoint_dir.glob("*.corrupt"))
+        if skipped or corrupt:
+            raise ValueError(
+                f"run directory {self.run_dir} holds no readable checkpoint ({', '.join(skipped or corrupt)}); "
+                "it will not silently start again at step 0. Pass --ckpt_path, or start a new --run_dir"
+            )
+        return None
+
+    def checkpoint_callbacks(self, configs: dict[str, Any]) -> list[ModelCheckpoint]:
+        """The best checkpoint by validation error and ``last.ckpt``, in the layout's checkpoint directory."""
+        made = []
+        for group in CHECKPOINTS:
+            args = configs[group].as_dict()
+            made.append(ModelCheckpoint(**{**args, "dirpath": args["dirpath"] or self.checkpoint_dir}))
+        return made
+
+
+def checkpoint_model_config(subcommand: str, path: str, config_net: Any) -> dict[str, Any]:
+    """The model hyperparameters of ``--ckpt_path`` that LightningCLI puts over the config's (``{}``: none).
+
+    ``fit`` keeps the config's network: the model's load-time check (``check_checkpoint_fits``) refuses a
+    checkpoint of another one unless ``--allow_net_change``. ``test``/``validate``/``predict`` evaluate the
+    checkpoint's network, and say so when the config asked for another. Run options that old checkpoints
+    saved as hyperparameters are dropped. Weights-only: a file that is no plain checkpoint is refused.
+    """
+    if path in LIGHTNING_CKPT_KEYWORDS:
+        return {}
+    if (problem := checkpoint_problem(path)) is not None:
+        raise ValueError(f"--ckpt_path {path}: {problem}")
+    hparams = dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {}))
+    for key in ("_instantiator", *RUN_OPTIONS_IN_OLD_CHECKPOINTS):
+        hparams.pop(key, None)
+    upgrade_hparams(hparams)  # older checkpoints' network arguments in today's names
+    if subcommand == "fit":
+        hparams.pop("net", None)
+    elif differ := net_differences(hparams, config_net):
+        rank_zero_info(f"{subcommand}: using the network of {path}, not the config's: {'; '.join(differ)}")
+    if "_class_path" in hparams:  # a model given by class path (LightningCLI's own handling)
+        return {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+    return hparams
+
+
+def without_old_run_options(args: list[str]) -> list[str]:
+    """The command line, with each ``-c`` file saved by a run from before ``allow_net_change`` became a run
+    option (its ``config.yaml`` holds ``model.allow_net_change``) passed as its YAML text without that key:
+    ``test -c <old run>/config.yaml --ckpt_path ...`` keeps working."""
+    out = list(args)
+    for i, (flag, value) in enumerate(itertools.pairwise(args)):
+        if flag in ("-c", "--config") and Path(value).is_file():
+            content = yaml.safe_load(Path(value).read_text())
+            model = content.get("model") if isinstance(content, dict) else None
+            if isinstance(model, dict) and any(key in model for key in RUN_OPTIONS_IN_OLD_CHECKPOINTS):
+                for key in RUN_OPTIONS_IN_OLD_CHECKPOINTS:
+                    model.pop(key, None)
+                out[i + 1] = yaml.safe_dump(content, sort_keys=False)
+    return out
+
+
+def plugins(configured: Any) -> list[Any]:
+    """The configured plugins plus atomic checkpoint IO and, inside SLURM, SLURMEnvironment without auto-requeue."""
+    items = [] if configured is None else list(configured) if isinstance(configured, list | tuple) else [configured]
+    if not any(isinstance(p, CheckpointIO) for p in items):
+        items.append(AtomicCheckpointIO())
+    if slurm_job_tag() is not None and not any(isinstance(p, ClusterEnvironment) for p in items):
+        items.append(SLURMEnvironment(auto_requeue=False))  # src.preemption requeues instead (see there)
+    return items
+
+
+def evaluate_after_fit(trainer: Trainer, model: LightningModule, data: LightningDataModule) -> None:
+    """Tests the best checkpoint on the test split and prints the result (the last one where the
+    DataModule validates on its test split: a "best" chosen there would leak)."""
+    if getattr(trainer, "fast_dev_run", False):
+        return
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") or None
+    if best and getattr(data, "val_is_test", False):
+        best = None
+    trainer.test(model, datamodule=data, ckpt_path=best or "last", weights_only=False)
+    metrics = trainer.callback_metrics
+    if "test/acc1" in metrics:
+        which = f"the best checkpoint {best}" if best else "the last checkpoint"
+        rank_zero_info(
+            f"\nTest top-1 accuracy {metrics['test/acc1']:.2f}% (error {metrics['test/err1']:.2f}%) "
+            f"of {which}\nrun directory: {trainer.log_dir}"
+        )

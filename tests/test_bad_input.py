@@ -1,8 +1,10 @@
-"""Bad input and damaged run directories (issue probes): one line naming the cause, exit code 2, before
-any training; damaged checkpoints are named and moved aside, never silently trained over."""
+"""Bad input and damaged run directories (src/bad_input.py): one line naming the cause, exit code 2, before
+any training, and the last line a user sees; damaged checkpoints are named and moved aside, never silently
+trained over."""
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,18 +12,24 @@ import pytest
 import torch
 
 from src.checkpoint_io import AtomicCheckpointIO, checkpoint_problem
-from tests.conftest import require, run_cli
+from tests.conftest import REPO, require, run_cli
 from tests.fault_injection import write_tiny_config
 
 
 def fails(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """Runs the CLI, expects exit code 2 and returns stderr, which must be short and traceback-free."""
+    """Runs the CLI, expects exit code 2 and returns the error: one line, the last of stderr, no traceback."""
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*args)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) <= 8, err
-    return err
+    return one_error_line(err)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines and lines[-1].startswith("error: "), err
+    assert [line for line in lines if line.startswith(("error", "usage"))] == lines[-1:], err
+    return lines[-1]
 
 
 @pytest.fixture
@@ -32,6 +40,40 @@ def tiny(in_tmp: Path) -> str:
 def test_an_empty_config_file_is_named(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
     (in_tmp / "empty.yaml").write_text("# nothing yet\n\n")
     assert "config file empty.yaml is empty" in fails(capsys, "fit", "-c", "empty.yaml")
+
+
+def test_a_config_file_that_is_missing_or_not_yaml_is_named(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    (in_tmp / "broken.yaml").write_text("trainer: [max_steps: 4\n")
+    assert "config file broken.yaml is not valid YAML: " in fails(capsys, "fit", "-c", "broken.yaml")
+    assert fails(capsys, "fit", "-c", "nowhere.yaml") == "error: config file nowhere.yaml does not exist"
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--model.lr=abc"], "error: model.lr: Expected a <class 'float'>. Got value: abc"),
+        (["--model.net.init_args.unit=foo"], "error: model.net.unit: Expected a typing.Literal["),
+        (["--model.lrr=0.1"], "error: unrecognized arguments: --model.lrr=0.1"),
+        (["--data.init_args.batch_size=x"], "error: data.batch_size: Expected a <class 'int'>. Got value: x"),
+        (["--trainer.max_steps=0"], "error: trainer.max_steps: 0 trains no step"),
+        (["--trainer.max_epochs=0"], "error: trainer.max_epochs: 0 trains no step"),
+        (["--trainer.limit_train_batches=0"], "error: trainer.limit_train_batches: 0 trains no step"),
+        (["--trainer.limit_train_batches=0.0"], "error: trainer.limit_train_batches: 0.0 trains no step"),
+    ],
+    ids=["type", "literal", "unknown-key", "union", "max_steps", "max_epochs", "limit_train_batches", "limit-float"],
+)
+def test_a_refused_config_is_one_line_naming_the_key_and_trains_nothing(
+    tiny: str, in_tmp: Path, capsys: pytest.CaptureFixture, args: list[str], error: str
+) -> None:
+    assert fails(capsys, "fit", "-c", tiny, *args).startswith(error)
+    assert not (in_tmp / "runs").exists()
+
+
+def test_zero_steps_in_a_config_file_are_refused_naming_the_key(in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    config = write_tiny_config(in_tmp / "zero.yaml", max_epochs=0)
+    assert fails(capsys, "fit", "-c", str(config)).startswith("error: trainer.max_epochs: 0 trains no step")
+    # fast_dev_run overrides the three: one step, so it trains
+    assert run_cli("fit", "-c", str(config), "--trainer.fast_dev_run=true").trainer.global_step == 1
 
 
 @pytest.mark.parametrize(
@@ -60,7 +102,26 @@ def test_a_dataset_error_in_setup_is_one_line_and_leaves_no_run(
 ) -> None:
     err = fails(capsys, "fit", "-c", "configs/quickstart.yaml", "--data.init_args.val_size=70000", "--run_dir=r")
     assert "val_size=70000 must be in [0, 60000)" in err
-    assert not [p for p in (in_tmp / "r").rglob("*") if p.is_file()]  # no config.yaml of the rejected run
+    assert not (in_tmp / "r").exists()  # no config.yaml of the rejected run, no empty directories
+
+
+def test_the_error_comes_after_wandb_s_closing_lines_and_its_offline_run_is_removed(
+    tmp_path: Path, fmnist_dir: Path
+) -> None:
+    # A failed start had started an offline W&B run: its closing lines came after the error, and the run's
+    # directory stayed behind among real runs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PYTHONPATH=str(REPO), WANDB_MODE="offline", NETRC=str(tmp_path / "no-netrc"))
+    env.update({k: str(tmp_path / k.lower()) for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")})
+    (tmp_path / "runs" / "quickstart").mkdir(parents=True)  # an earlier run's folder: kept
+    cmd = [sys.executable, "-m", "src.cli", "fit", "-c", str(REPO / "configs/quickstart.yaml")]
+    proc = subprocess.run(
+        [*cmd, "--data.init_args.val_size=70000"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "wandb: " in proc.stderr  # W&B ran, and closed before the error
+    assert one_error_line(proc.stderr).startswith("error: val_size=70000 must be in [0, 60000)")
+    assert [p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")] == [Path("runs/quickstart")]
 
 
 def damaged_run(in_tmp: Path, tiny: str, best: bool) -> Path:

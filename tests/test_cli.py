@@ -87,8 +87,10 @@ def test_bad_value_on_command_line_exits_before_training_naming_it(args: list[st
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]  # one line, the last one, naming the key and value
+    assert last.startswith("error: ") and proc.stderr.count("error") == 1, proc.stderr[-2000:]
     for name in names:
-        assert name in proc.stderr
+        assert name in last
     assert "Epoch" not in proc.stdout + proc.stderr  # nothing trained
 
 
@@ -103,7 +105,8 @@ def test_bad_key_in_yaml_is_named(in_tmp: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "blok" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "blok" in last, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -220,3 +223,33 @@ def test_run_dir_keeps_checkpoints_and_one_log_directory_per_restart(in_tmp: Pat
     assert {"version_0/config.yaml", "version_1/config.yaml", "version_1/metrics.csv", "checkpoints/last.ckpt"} <= files
     assert not [f for f in files if f.startswith("version_") and f.endswith(".ckpt")]
     assert not (in_tmp / "runs").exists()
+
+
+def test_the_first_screen_shows_real_flops_and_nothing_irrelevant(in_tmp: Path) -> None:
+    # The summary's FLOPs column was all zeros (no example input), and Lightning advertised its cloud
+    # logger and warned about torch's LeafSpec from inside itself.
+    args = [a for a in TINY if a != "--trainer.enable_progress_bar=false"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.cli",
+            *args,
+            "--trainer.max_steps=1",
+            "--trainer.enable_model_summary=true",
+            "--name=first",
+        ],
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    match = re.search(r"Total FLOPs: ([\d.]+) ([KMB]?)", out)
+    assert match, out[-3000:]
+    flops = float(match.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "B": 1e9}[match.group(2)]
+    macs = yaml.safe_load((in_tmp / "runs/first/version_0/hparams.yaml").read_text())["model/GMACs"] * 1e9
+    assert flops == pytest.approx(2 * macs, rel=0.05)  # RunFacts' count of the same net; a multiply-add is 2 FLOPs
+    assert "Tip:" not in out and "LeafSpec" not in out, out[-3000:]

@@ -1,5 +1,6 @@
-"""Fault tolerance outside SLURM (src/run.py, src/callbacks.py, src/checkpoint_io.py): kill -9 and resume,
-atomic checkpoint writes, a changed architecture on resume, a NaN loss. Real processes, real signals, real files."""
+"""Fault tolerance outside SLURM (src/run.py, src/preemption.py, src/callbacks.py, src/checkpoint_io.py): kill -9
+and resume, atomic checkpoint writes, a changed architecture on resume, a NaN loss.
+Real processes, real signals, real files."""
 
 import contextlib
 import csv
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -364,9 +366,11 @@ def test_resume_into_another_network_of_the_same_shapes_is_refused_unless_asked(
     message = capsys.readouterr().err
     assert err.value.code == 2 and "holds another network than the config" in message
     assert "model.net.init_args.unit: original in checkpoint, relu_before_add now" in message
-    assert "--model.allow_net_change true" in message
-    cli = main([*changed, "--model.allow_net_change=true"])  # fine-tuning into the changed net, on purpose
+    assert "--allow_net_change true" in message and message.count("\n") == 1  # one line
+    cli = main([*changed, "--allow_net_change=true"])  # fine-tuning into the changed net, on purpose
     assert cli.trainer.global_step == 4 and cli.model.net.unit == "relu_before_add"  # type: ignore[attr-defined]
+    # A run decision, not the model's: not saved as a hyperparameter (a later resume decides again).
+    assert "allow_net_change" not in load(in_tmp / "run" / "checkpoints" / "last.ckpt")["hyper_parameters"]
 
 
 def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkpoint_s(
@@ -380,12 +384,36 @@ def test_fit_ckpt_path_of_another_network_stops_and_test_says_it_uses_the_checkp
     with pytest.raises(SystemExit) as err:
         main(["fit", "-c", config, "--ckpt_path", ckpt, other, "--trainer.max_steps=4"])
     message = capsys.readouterr().err
-    assert err.value.code == 2 and "holds another network than the config asks for" in message
-    assert "model.net.init_args.depth: [1, 1] in the checkpoint, [2, 2] in the config" in message
+    assert err.value.code == 2 and f"checkpoint {ckpt} does not fit the model" in message
+    assert "model.net.init_args.depth: [1, 1] in checkpoint, [2, 2] now" in message
     with caplog.at_level("INFO"):
         cli = main(["test", "-c", config, "--ckpt_path", ckpt, other])
     assert f"test: using the network of {ckpt}, not the config's" in caplog.text
     assert [len(cli.model.net.layer1), len(cli.model.net.layer2)] == [1, 1]  # type: ignore[attr-defined]
+
+
+def test_a_checkpoint_that_saved_allow_net_change_as_a_model_hyperparameter_still_loads(in_tmp: Path) -> None:
+    # Checkpoints written while allow_net_change was a model argument hold it in their hyperparameters;
+    # LightningCLI parses those over the config, where the key no longer exists.
+    config = str(write_tiny_config(in_tmp / "tiny.yaml", max_steps=2))
+    main(["fit", "-c", config, "--run_dir", "a"])
+    ckpt = in_tmp / "a" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    saved["hyper_parameters"]["allow_net_change"] = False
+    torch.save(saved, ckpt)
+    for subcommand, metric in (("test", "test/acc1"), ("validate", "val/acc1")):
+        cli = main([subcommand, "-c", config, "--ckpt_path", str(ckpt)])
+        assert metric in cli.trainer.callback_metrics
+    # and the run's own config.yaml of that time, as README's reproduction command passes it
+    old_config = in_tmp / "a" / "version_0" / "config.yaml"
+    saved_config = yaml.safe_load(old_config.read_text())
+    saved_config["model"]["allow_net_change"] = False
+    old_config.write_text(yaml.safe_dump(saved_config))
+    assert "test/acc1" in main(["test", "-c", str(old_config), "--ckpt_path", str(ckpt)]).trainer.callback_metrics
+    predicted = main(["predict", "-c", config, "--ckpt_path", str(ckpt), "--trainer.limit_predict_batches=1"])
+    assert predicted.trainer.predict_loop.predictions[0].shape[-1] == 4
+    resumed = main(["fit", "-c", config, "--run_dir", "a", "--trainer.max_steps=4"])  # and a resume
+    assert resumed.trainer.global_step == 4
 
 
 EMA = '{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}}'

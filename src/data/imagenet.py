@@ -300,6 +300,11 @@ class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
     def in_channels(self) -> int:
         return 3
 
+    @property
+    def image_size(self) -> int:
+        """The side of the images the network sees (the model summary's example input)."""
+        return self.crop_size
+
     def _normalization(self) -> Any:
         if self.normalize == "per_channel":
             return v2.Normalize(self.mean, self.std)

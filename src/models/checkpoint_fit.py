@@ -77,7 +77,7 @@ def check_checkpoint_fits(
             lines.append(f"{title} ({len(items)}):\n  " + "\n  ".join(shown))
     lines.append("Resume with the config the run was started with, or start a new run directory.")
     if not (missing or unexpected or shapes):
-        lines.append("To load these weights into the changed network on purpose: --model.allow_net_change true")
+        lines.append("To load these weights into the changed network on purpose: --allow_net_change true")
     raise ValueError("\n".join(lines))
 
 

@@ -146,9 +146,12 @@ class ImageClassifier(L.LightningModule):
     reuse them.
 
     Loading a checkpoint whose network arguments differ from ``net``'s (another ``unit`` or
-    ``shortcut`` with the same tensor shapes) is refused, naming the arguments, unless
-    ``allow_net_change`` (fine-tuning into a changed network on purpose).
+    ``shortcut`` with the same tensor shapes) is refused, naming the arguments, unless the run allows
+    it (``allow_net_change``, set by the CLI's ``--allow_net_change``: fine-tuning into a changed network
+    on purpose). A run decision, so an attribute and not a hyperparameter.
     """
+
+    allow_net_change = False
 
     def __init__(
         self,
@@ -178,7 +181,6 @@ class ImageClassifier(L.LightningModule):
         compile: bool = False,
         compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default",
         compile_cache: str | None = None,
-        allow_net_change: bool = False,
     ) -> None:
         super().__init__()
         for key, value in dict(lr=lr, warmup_start_factor=warmup_start_factor).items():
@@ -319,8 +321,11 @@ class ImageClassifier(L.LightningModule):
                 source = self.trainer.ckpt_path or "the checkpoint"
             except RuntimeError:  # not attached to a Trainer (a plain load_from_checkpoint)
                 source = "the checkpoint"
-            allow = bool(self.hparams.get("allow_net_change", False))
-            check_checkpoint_fits(self, checkpoint, source=f"checkpoint {source}", allow_net_change=allow)
+            # Checkpoints from before it became a run option saved it as a hyperparameter: not a difference.
+            checkpoint.get("hyper_parameters", {}).pop("allow_net_change", None)
+            check_checkpoint_fits(
+                self, checkpoint, source=f"checkpoint {source}", allow_net_change=self.allow_net_change
+            )
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; the batch may carry labels or not."""
