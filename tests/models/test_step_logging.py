@@ -38,7 +38,7 @@ def test_epoch_loss_is_the_batch_weighted_mean_and_step_loss_is_logged_at_logger
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=1, callbacks=[losses],
     )  # fmt: skip
-    net = ResNet(depths=[1], widths=[8], stem="cifar", num_classes=10)
+    net = ResNet(depth=[1], widths=[8], stem="cifar", num_classes=10)
     trainer.fit(ImageClassifier(net, lr=0.05, schedule="constant"), data)
     rows = list(csv.DictReader((Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()))
     epoch_means = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
@@ -72,6 +72,6 @@ def test_deferred_finite_check_names_the_first_bad_step_not_the_step_that_notice
         accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, callbacks=[FiniteLoss(gpu_check_every=10, defer=True)],
     )  # fmt: skip
-    net = ResNet(depths=[1], widths=[8], stem="cifar", num_classes=10)
+    net = ResNet(depth=[1], widths=[8], stem="cifar", num_classes=10)
     with pytest.raises(FloatingPointError, match=r"not finite at global step 7 .*noticed at step 10"):
         trainer.fit(NanAt(net, schedule="constant"), L.LightningDataModule.from_datasets(train, batch_size=8))
