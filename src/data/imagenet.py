@@ -405,10 +405,11 @@ class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
         return x, y
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Train batches of the fast pipeline arrive as uint8 crops: finish the recipe on the device."""
-        x, y = batch
-        if x.dtype != torch.uint8:
+        """Train batches of the fast pipeline arrive as uint8 crops: finish the recipe on the device. Anything
+        else passes (float eval batches, and the model summary's example input, a bare tensor)."""
+        if not (isinstance(batch, tuple | list) and len(batch) == 2 and batch[0].dtype == torch.uint8):
             return batch
+        x, y = batch
         if self.device_augment is None:
             self.device_augment = self.build_device_augment()
         return self.device_augment.to(x.device)(x, self._generator(x.device)), y

@@ -142,7 +142,7 @@ def test_on_device_policy_and_erasing_train_with_per_image_draws(cifar10_dir: Pa
     assert torch.equal(x0, next(iter(loader))[0])  # seeded by (seed, epoch, rank): a resume replays it
     for a, b in zip(dm.val_dataloader(), plain.val_dataloader(), strict=True):  # validation is not augmented
         assert torch.equal(a[0], b[0])
-    net = ResNet("basic", [1, 1], [8, 16], stem="cifar", shortcut="A", num_classes=10)
+    net = ResNet(depth=[1, 1], block="basic", widths=[8, 16], stem="cifar", shortcut="A", num_classes=10)
     trainer = L.Trainer(
         max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         default_root_dir=tmp_path,

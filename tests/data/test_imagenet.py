@@ -86,7 +86,7 @@ def test_ten_crop_test_averages_the_crops_softmax(imagenet_dir: Path) -> None:
         [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     )
     torch.testing.assert_close(x[1], torch.stack([to_tensor(c) for c in crops]))
-    net = ResNet("basic", [1, 1], [8, 16], stem="cifar", num_classes=3).eval()
+    net = ResNet(depth=[1, 1], block="basic", widths=[8, 16], stem="cifar", num_classes=3).eval()
     with torch.no_grad():
         probs = multi_crop_probs(net, x)
         expected = torch.stack([net(x[i]).softmax(-1).mean(0) for i in range(len(x))])
@@ -97,7 +97,7 @@ def test_ten_crop_test_averages_the_crops_softmax(imagenet_dir: Path) -> None:
 
 def test_ten_crop_test_through_the_trainer_scores_the_averaged_prediction(imagenet_dir: Path, tmp_path: Path) -> None:
     data = dm(imagenet_dir, ten_crop_test=True, crop_size=48, eval_resize=56, scale_range=(56, 64))
-    model = ImageClassifier(ResNet("basic", [1, 1], [8, 16], stem="cifar", num_classes=3))
+    model = ImageClassifier(ResNet(depth=[1, 1], block="basic", widths=[8, 16], stem="cifar", num_classes=3))
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
     (results,) = trainer.test(model, data, verbose=False)
     data.setup("test")
@@ -291,8 +291,9 @@ def test_modern_train_transform_trains_small_tests_large_with_randaugment_and_er
     assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "RandAugment", "ToImage", "ToDtype", "Normalize",
                      "RandomErasing"]  # fmt: skip
     data.setup("fit")
-    x, _ = next(iter(data.train_dataloader()))
-    assert x.shape == (4, 3, 48, 48)  # trained at train_size
+    # The fast pipeline's workers send uint8 crops; the DataModule finishes the recipe once on the device.
+    x, _ = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    assert x.shape == (4, 3, 48, 48) and x.dtype == torch.float32  # trained at train_size
     assert all((img == 0).all(dim=0).any() for img in x)  # erased (p=1) to 0, the mean once normalised
     xv, _ = next(iter(data.val_dataloader()))
     assert xv.shape == (3, 3, 64, 64)  # validated and tested at crop_size

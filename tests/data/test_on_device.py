@@ -130,7 +130,7 @@ def test_images_are_augmented_where_they_live_and_draws_depend_on_epoch(cifar10_
 
 def test_lightning_trains_on_device_and_sets_the_epoch(cifar10_dir: Path, tmp_path: Path) -> None:
     dm = CIFAR10DataModule(data_dir=str(cifar10_dir), batch_size=16, val_size=20, on_device=True)
-    net = ResNet("basic", [1, 1], [8, 16], stem="cifar", shortcut="A", num_classes=10)
+    net = ResNet(depth=[1, 1], block="basic", widths=[8, 16], stem="cifar", shortcut="A", num_classes=10)
     trainer = L.Trainer(
         max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         default_root_dir=tmp_path,
