@@ -258,10 +258,6 @@ def cpu_units(report: str) -> str:
 # ---------------------------------------------------------------- renderers: scripts/bench_host.py
 
 
-def _stat(values: list[float], digits: int) -> str:  # median (min-max)
-    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
-
 def _host(path: str, label: str) -> dict:
     return json.loads((REPO / path).read_text())[label]  # scripts/bench_host.py --label LABEL
 
@@ -275,8 +271,8 @@ def host_steps(path: str, label: str = "after") -> str:
         bare = shape["ms_per_step"]["bare"]
         for name, values in shape["ms_per_step"].items():
             over = [v - b for v, b in zip(values, bare, strict=True)]
-            cells = [_stat(over, 3), _stat([v / b for v, b in zip(values, bare, strict=True)], 2)]
-            body.append([shape["what"], name, _stat(values, 3), *(cells if name.startswith("fit") else ["", ""])])
+            cells = [stat(over, 3), stat([v / b for v, b in zip(values, bare, strict=True)], 2)]
+            body.append([shape["what"], name, stat(values, 3), *(cells if name.startswith("fit") else ["", ""])])
         body.append([shape["what"], "A/A floor (bare twice)", "", "", f"±{100 * shape['aa_floor']:.0f}%"])
     header = ["shape", "loop", "ms/step", "overhead over bare (ms/step)", "fit / bare"]
     return markdown_table(header, body, numeric={2, 3, 4})
@@ -302,7 +298,7 @@ def host_compile(path: str, label: str = "compile") -> str:
         if "compile_s" in shape:
             cold, warm = shape["compile_s"]["cold"], shape["compile_s"]["warm"]
             ratios = [w / c for w, c in zip(warm, cold, strict=True)]
-            body.append([shape["what"], str(len(cold)), _stat(cold, 1), _stat(warm, 1), _stat(ratios, 3)])
+            body.append([shape["what"], str(len(cold)), stat(cold, 1), stat(warm, 1), stat(ratios, 3)])
     return markdown_table(["shape", "pairs", "cold (s)", "warm (s)", "warm / cold"], body, numeric={1, 2, 3, 4})
 
 
@@ -332,8 +328,7 @@ def quickstart(console: str, metrics: str, hparams: str) -> str:
             "",
             f"(measured at commit {facts['git/commit'][:7]}{dirty}: {len(epochs)} epochs, {steps} steps, "
             f"{minutes} min {secs} s of training (the epochs' `perf/epoch_s`) on {facts['hw/cpus']} cores of "
-            f"{facts['hw/device']}; "
-            f"raw files: `{Path(console).parent}/`)",
+            f"{facts['hw/device']}; raw files: `{Path(console).parent}/`)",
         ]
     )
 
