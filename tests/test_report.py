@@ -25,9 +25,9 @@ from tests.test_environment import shadow
 from tests.tiny_runs import fit, isolate_wandb, tiny_args
 
 RUNS = {  # run name: (group, extra CLI args)
-    "r8-original-A": ("units", []),
-    "r8-full_preact-A": ("units", ["--model.net.init_args.unit=full_preact"]),
-    "plain8-original": ("plain", ["--model.net.init_args.shortcut=none"]),
+    "r8": ("units", []),
+    "r8-full_preact": ("units", ["--model.net.init_args.unit=full_preact"]),
+    "plain8": ("plain", ["--model.net.init_args.shortcut=none"]),
 }
 
 
@@ -99,7 +99,7 @@ def test_figures_are_pngs_and_the_html_is_self_contained(run_root: Path, tmp_pat
         pixels = matplotlib.image.imread(figure)
         assert pixels.shape[:2] == (600, 960) and pixels.std() > 0.05  # 8x5 in at 120 dpi, not blank
         assert base64.b64encode(data).decode() in page  # inlined, so the HTML travels alone
-    assert 'src="figures/' not in page and "<td>r8-full_preact-A</td>" in page
+    assert 'src="figures/' not in page and "<td>r8-full_preact</td>" in page
     assert "](figures/units.png)" in out["markdown"].read_text()
 
 
@@ -128,7 +128,7 @@ def test_runs_from_different_environments_are_flagged(
     """A run of the module's beside a real run made in another environment (one runtime package at another
     version): the report names both environments and warns in the group and on stderr."""
     root = tmp_path / "runs"
-    shutil.copytree(run_root / "r8-original-A", root / "r8-original-A")
+    shutil.copytree(run_root / "r8", root / "r8")
     isolate_wandb(monkeypatch, tmp_path / "home")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.syspath_prepend(str(shadow(tmp_path / "site", "tqdm", "4.0.0")))
@@ -140,11 +140,11 @@ def test_runs_from_different_environments_are_flagged(
     out = report.main([str(root), "--out", str(tmp_path / "out")])
     md = out["markdown"].read_text()
     rows = markdown_rows(md.split("## Environments")[0])
-    assert set(rows) == {"r8-original-A", "r8-elsewhere"}
-    ours, theirs = rows["r8-original-A"]["env"], rows["r8-elsewhere"]["env"]
+    assert set(rows) == {"r8", "r8-elsewhere"}
+    ours, theirs = rows["r8"]["env"], rows["r8-elsewhere"]["env"]
     assert ours != theirs
     warning = (
-        f"Warning: these runs come from 2 different environments: {theirs} (r8-elsewhere); {ours} (r8-original-A); "
+        f"Warning: these runs come from 2 different environments: {theirs} (r8-elsewhere); {ours} (r8); "
         "they differ in env/packages."
     )
     assert f"> **{warning}" in md and warning in out["html"].read_text()
@@ -155,7 +155,7 @@ def test_runs_from_different_environments_are_flagged(
 
 
 def test_offline_wandb_dir_alone_is_a_report_input(run_root: Path, tmp_path: Path) -> None:
-    run_dir = next(run_root.glob("r8-original-A/version_*"))
+    run_dir = next(run_root.glob("r8/version_*"))
     (wandb_dir,) = run_dir.glob("wandb/offline-run-*")
     out = report.main([str(wandb_dir), "--out", str(tmp_path / "out")])
     rows = markdown_rows(out["markdown"].read_text().split("## Environments")[0])
@@ -204,7 +204,7 @@ def test_runs_that_differ_only_in_their_seed_are_one_row_with_their_spread(tmp_p
     try:
         # Named as scripts/experiments name them with --seeds (the W&B name is the run's name).
         dirs = [fit(tiny_args(tmp_path / "runs", f"v-seed{k}", f"--seed_everything={k}", "--wandb.group=g",
-                              f"--wandb.name=v-seed{k}", epochs=1)) for k in range(3)]  # fmt: skip
+                              f"--wandb.name=v-seed{k}", epochs=2)) for k in range(3)]  # fmt: skip
         other = fit(tiny_args(tmp_path / "runs", "lr", "--model.lr=0.2", "--wandb.group=g", "--wandb.name=lr",
                               epochs=1))  # fmt: skip
     finally:

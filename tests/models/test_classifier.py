@@ -152,7 +152,7 @@ def test_training_reduces_loss_on_a_learnable_problem(tmp_path) -> None:
     data = tiny_data(train_size=32, val_size=32)
     data.val_set = data.train_set  # memorise 32 images: train error must fall
     model = ImageClassifier(tiny_net(), lr=0.05, schedule="constant")
-    t = trainer(tmp_path, max_epochs=15, check_val_every_n_epoch=15)
+    t = trainer(tmp_path, max_epochs=30, check_val_every_n_epoch=30)
     (before,) = t.validate(model, data, verbose=False)
     t.fit(model, data)
     assert t.callback_metrics["val/err1"] < before["val/err1"] - 30
@@ -165,7 +165,7 @@ def test_adamw_trains_with_decoupled_weight_decay_off_bn_and_bias(tmp_path) -> N
         tiny_net(), optimizer="adamw", lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05, no_weight_decay_bn_bias=True,
         schedule="constant",
     )  # fmt: skip
-    t = trainer(tmp_path, max_epochs=15, check_val_every_n_epoch=15)
+    t = trainer(tmp_path, max_epochs=30, check_val_every_n_epoch=30)
     (before,) = t.validate(model, data, verbose=False)
     t.fit(model, data)
     (optimizer,) = t.optimizers
@@ -184,7 +184,7 @@ def test_lamb_is_timms_and_scales_each_decayed_layers_step_to_lr_times_its_norm(
     model = ImageClassifier(
         tiny_net(), optimizer="lamb", lr=2e-2, weight_decay=0.02, no_weight_decay_bn_bias=True, schedule="constant"
     )
-    t = trainer(tmp_path, max_epochs=15, check_val_every_n_epoch=15)
+    t = trainer(tmp_path, max_epochs=30, check_val_every_n_epoch=30)
     (before,) = t.validate(model, data, verbose=False)
     t.fit(model, data)
     (optimizer,) = t.optimizers
