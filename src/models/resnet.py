@@ -69,7 +69,7 @@ StemName = Literal["imagenet", "cifar"]
 
 BLOCKS = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C", "none")
-STEMS = ("imagenet", "cifar")
+STEMS: tuple[StemName, ...] = ("imagenet", "cifar")
 PREACT_UNITS = ("relu_only_preact", "full_preact")
 
 # ResNet paper Table 1: block and blocks per stage of the ImageNet nets.

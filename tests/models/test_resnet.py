@@ -1,4 +1,5 @@
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -8,9 +9,21 @@ from torch import nn
 from src.models import resnet as R
 from src.models.resnet import BasicBlock, Bottleneck, Projection, ResNet, ZeroPadShortcut
 
+Block = BasicBlock | Bottleneck
+
 
 def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
+
+
+def blocks(stage: object) -> list[Block]:
+    """The blocks of a stage, typed: ``net.layerN`` is registered by name, so mypy only sees a Module."""
+    assert isinstance(stage, R.Stage)
+    out = []
+    for blk in stage:
+        assert isinstance(blk, BasicBlock | Bottleneck)
+        out.append(blk)
+    return out
 
 
 def tiny(**kwargs) -> ResNet:
@@ -35,14 +48,14 @@ def test_torchvision_state_dict_loads_strict_and_outputs_match(depth: int) -> No
 # --- the five unit orderings (Identity Mappings Fig. 4) ------------------------------
 
 
-def identity_block(block_cls: type, unit: str) -> nn.Module:
+def identity_block(block_cls: type[Block], unit: str) -> Block:
     planes = 4
     inplanes = planes * block_cls.expansion
     blk = block_cls(inplanes, planes, unit=unit, downsample=nn.Identity())
     return blk.eval()
 
 
-def zero_last_bn(blk: nn.Module) -> None:
+def zero_last_bn(blk: R.ResidualBlock) -> None:
     _, bns = blk.layers()
     nn.init.zeros_(bns[-1].weight)
     nn.init.zeros_(bns[-1].bias)
@@ -50,7 +63,7 @@ def zero_last_bn(blk: nn.Module) -> None:
 
 @pytest.mark.parametrize("block_cls", [BasicBlock, Bottleneck])
 @pytest.mark.parametrize("unit", ["full_preact", "relu_only_preact"])
-def test_preact_units_with_zeroed_last_bn_return_their_input_exactly(block_cls: type, unit: str) -> None:
+def test_preact_units_with_zeroed_last_bn_return_their_input_exactly(block_cls: type[Block], unit: str) -> None:
     blk = identity_block(block_cls, unit)
     zero_last_bn(blk)
     x = torch.randn(2, blk.conv1.in_channels, 8, 8)  # negative values too: no ReLU on the path
@@ -59,7 +72,7 @@ def test_preact_units_with_zeroed_last_bn_return_their_input_exactly(block_cls: 
 
 
 @pytest.mark.parametrize("block_cls", [BasicBlock, Bottleneck])
-def test_original_unit_with_zeroed_last_bn_returns_relu_of_input(block_cls: type) -> None:
+def test_original_unit_with_zeroed_last_bn_returns_relu_of_input(block_cls: type[Block]) -> None:
     blk = identity_block(block_cls, "original")
     zero_last_bn(blk)
     x = torch.randn(2, blk.conv1.in_channels, 8, 8)
@@ -68,7 +81,7 @@ def test_original_unit_with_zeroed_last_bn_returns_relu_of_input(block_cls: type
 
 
 @pytest.mark.parametrize("block_cls", [BasicBlock, Bottleneck])
-def test_relu_before_add_branch_is_non_negative(block_cls: type) -> None:
+def test_relu_before_add_branch_is_non_negative(block_cls: type[Block]) -> None:
     blk = identity_block(block_cls, "relu_before_add").train()
     x = torch.randn(4, blk.conv1.in_channels, 8, 8)
     with torch.no_grad():
@@ -80,7 +93,7 @@ def test_relu_before_add_branch_is_non_negative(block_cls: type) -> None:
 
 
 @pytest.mark.parametrize("block_cls", [BasicBlock, Bottleneck])
-def test_bn_after_add_normalises_the_sum(block_cls: type) -> None:
+def test_bn_after_add_normalises_the_sum(block_cls: type[Block]) -> None:
     blk = identity_block(block_cls, "bn_after_add").train()
     convs, bns = blk.layers()
     seen: dict[str, torch.Tensor] = {}
@@ -117,7 +130,8 @@ def test_preact_nets_end_with_bn_relu_and_drop_stem_activation(unit: str) -> Non
 @pytest.mark.parametrize("unit", [u for u in R.UNITS if u != "relu_before_add"])
 def test_zero_init_residual_makes_every_block_its_shortcut(unit: str) -> None:
     net = tiny(unit=unit, shortcut="B", zero_init_residual=True).eval()
-    for blk in [*net.layer1, *net.layer2]:
+    for blk in [*blocks(net.layer1), *blocks(net.layer2)]:
+        assert blk.downsample is not None  # option B: an identity or a projection in every block
         x = torch.randn(2, blk.conv1.in_channels, 8, 8)
         with torch.no_grad():
             pre = blk.bn1(x).relu() if unit == "full_preact" else x.relu() if unit == "relu_only_preact" else x
@@ -138,7 +152,7 @@ def test_zero_init_residual_is_refused_for_relu_before_add() -> None:
 
 
 def shortcuts(net: ResNet) -> list[nn.Module | None]:
-    return [blk.downsample for stage in net.stages for blk in stage]
+    return [blk.downsample for stage in net.stages for blk in blocks(stage)]
 
 
 def test_option_a_has_no_parameters_and_zero_pads_channels() -> None:
@@ -171,7 +185,7 @@ def test_option_c_projects_in_every_block_and_none_adds_nothing() -> None:
     assert all(s is None for s in shortcuts(plain))
     assert n_params(c) > n_params(b) > n_params(plain)
     # a plain block is only its branch: with the last BN zeroed it outputs relu(0) = 0
-    blk = plain.layer1[0].eval()
+    blk = blocks(plain.layer1)[0].eval()
     zero_last_bn(blk)
     with torch.no_grad():
         assert torch.equal(blk(torch.randn(2, 8, 8, 8)), torch.zeros(2, 8, 8, 8))
@@ -179,8 +193,9 @@ def test_option_c_projects_in_every_block_and_none_adds_nothing() -> None:
 
 def test_stride_in_1x1_moves_the_stride() -> None:
     v15, v1 = R.resnet50(), R.resnet50(stride_in_1x1=True)
-    assert (v15.layer2[0].conv1.stride, v15.layer2[0].conv2.stride) == ((1, 1), (2, 2))
-    assert (v1.layer2[0].conv1.stride, v1.layer2[0].conv2.stride) == ((2, 2), (1, 1))
+    b15, b1 = blocks(v15.layer2)[0], blocks(v1.layer2)[0]
+    assert (b15.conv1.stride, b15.conv2.stride) == ((1, 1), (2, 2))
+    assert (b1.conv1.stride, b1.conv2.stride) == ((2, 2), (1, 1))
 
 
 # --- paper numbers and the whole grid -------------------------------------------------
@@ -267,20 +282,22 @@ def test_preset_depth_must_fit_formula(build, depth: int, form: str) -> None:
         ("C", [True, True, True, True, True, True]),  # a projection in every unit
     ],
 )
-def test_preact_shortcut_taps_are_pinned(shortcut: str, taps: list[bool]) -> None:
+def test_preact_shortcut_taps_are_pinned(shortcut: R.ShortcutName, taps: list[bool]) -> None:
     net = R.ResNet(
         block="basic", depth=[2, 2, 2], widths=[4, 8, 16], stem="cifar", unit="full_preact", shortcut=shortcut
     )
-    assert [blk.preact_shortcut for layer in (net.layer1, net.layer2, net.layer3) for blk in layer] == taps
+    assert [blk.preact_shortcut for layer in (net.layer1, net.layer2, net.layer3) for blk in blocks(layer)] == taps
 
 
 @pytest.mark.parametrize("block", ["basic", "bottleneck"])
 @pytest.mark.parametrize("unit", ["original", "bn_after_add", "relu_before_add", "relu_only_preact", "full_preact"])
 def test_stochastic_depth_drops_residual_branches_per_image_in_training_only(block: str, unit: str) -> None:
-    args = dict(block=block, depth=[2, 2], widths=[8, 16], stem="cifar", unit=unit, shortcut="B", num_classes=5)
+    args: dict[str, Any] = dict(
+        block=block, depth=[2, 2], widths=[8, 16], stem="cifar", unit=unit, shortcut="B", num_classes=5
+    )
     torch.manual_seed(0)
-    net = ResNet(**args, drop_path_rate=0.5)  # type: ignore[arg-type]
-    plain = ResNet(**args)  # type: ignore[arg-type]
+    net = ResNet(**args, drop_path_rate=0.5)
+    plain = ResNet(**args)
     plain.load_state_dict(net.state_dict())  # no new parameters or buffers: checkpoints stay compatible
     probs = [m.drop_path.p for m in net.modules() if isinstance(m, R.ResidualBlock) and m.drop_path is not None]
     assert probs == pytest.approx([0.0, 0.5 / 3, 1.0 / 3, 0.5])  # linear in depth, up to the rate
