@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import pytest
@@ -17,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 from src.data.imagenet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    ClassFolder,
     CorruptImageError,
     ImageNetDataModule,
 )
@@ -107,7 +109,10 @@ def test_ten_crop_test_through_the_trainer_scores_the_averaged_prediction(imagen
         preds = torch.cat([multi_crop_probs(model.net, x).argmax(-1) for x, _ in batches])
         labels = torch.cat([y for _, y in batches])
     assert results["test/acc1"] == pytest.approx(100 * (preds == labels).float().mean().item())
-    assert torch.cat(trainer.predict(model, data.test_dataloader())).shape == (len(labels), 3)
+    predictions = trainer.predict(model, data.test_dataloader())
+    # one dataloader: a flat list of per-batch logits (a list of lists only with several dataloaders)
+    assert predictions is not None and all(isinstance(p, torch.Tensor) for p in predictions)
+    assert torch.cat(cast(list[torch.Tensor], predictions)).shape == (len(labels), 3)
 
 
 @pytest.mark.parametrize("pipeline", ["fast", "per_image"])
@@ -115,7 +120,7 @@ def test_corrupt_image_error_names_the_file(imagenet_corrupt_dir: Path, pipeline
     bad = corrupt_file(imagenet_corrupt_dir)
     data = dm(imagenet_corrupt_dir, val_size=0, train_pipeline=pipeline)
     data.setup("fit")
-    assert data.train_set is not None
+    assert isinstance(data.train_set, ClassFolder)  # val_size=0: the whole train/ folder, no hold-out Subset
     index = [p for p, _ in data.train_set.samples].index(str(bad))
     with pytest.raises(CorruptImageError, match=str(bad)):
         data.train_set[index]
@@ -131,7 +136,7 @@ def test_skip_corrupt_skips_and_counts(
     data = dm(imagenet_corrupt_dir, skip_corrupt=True, crop_size=32, scale_range=(32, 40), eval_resize=32, val_size=0,
               train_pipeline=pipeline)  # fmt: skip
     data.setup("fit")
-    assert data.train_set is not None
+    assert isinstance(data.train_set, ClassFolder)  # val_size=0: the whole train/ folder, no hold-out Subset
     with caplog.at_level(logging.WARNING, logger="src.data.imagenet"):
         seen = sum(len(y) for _, y in data._loader(data.train_set, train=False))
     assert seen == 11 and data.train_set.skipped.value == 1
@@ -238,6 +243,7 @@ def test_validation_is_a_seeded_hold_out_of_train_and_val_is_the_test_split(imag
         data.setup("fit")
         data.setup("test")
         assert isinstance(data.train_set, Subset) and isinstance(data.val_set, Subset) and data.test_set is not None
+        assert isinstance(data.train_set.dataset, ClassFolder)  # the hold-out splits one train/ folder by index
         files = [p for p, _ in data.train_set.dataset.samples]
         return (
             [files[i] for i in data.train_set.indices],
@@ -252,7 +258,9 @@ def test_validation_is_a_seeded_hold_out_of_train_and_val_is_the_test_split(imag
     assert not dm(imagenet_dir).val_is_test
     old = dm(imagenet_dir, val_size=0)  # the explicit old behaviour: validate on val/
     old.setup("fit")
-    assert old.val_is_test and old.val_set is not None and all("/val/" in p for p, _ in old.val_set.samples)
+    assert (
+        old.val_is_test and isinstance(old.val_set, ClassFolder) and all("/val/" in p for p, _ in old.val_set.samples)
+    )
     with pytest.raises(ValueError, match=r"val_size=12 must be smaller than the 12 images of .*train"):
         dm(imagenet_dir, val_size=12).setup("fit")
 
@@ -266,12 +274,13 @@ def test_per_pixel_mean_is_the_mean_training_crop_cached_once(imagenet_dir: Path
     # Expected: the average center crop of exactly the 9 training images (the 3 held out never count).
     data.setup("fit")
     assert isinstance(data.train_set, Subset) and isinstance(data.val_set, Subset)
+    assert isinstance(data.train_set.dataset, ClassFolder) and isinstance(data.val_set.dataset, ClassFolder)
     plain = v2.Compose([v2.Resize(40), v2.CenterCrop(32), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-    paths = [data.train_set.dataset.samples[i][0] for i in data.train_set.indices]  # type: ignore[attr-defined]
+    paths = [data.train_set.dataset.samples[i][0] for i in data.train_set.indices]
     expected = torch.stack([plain(Image.open(p).convert("RGB")) for p in paths]).mean(0)
     assert torch.allclose(torch.load(cached, weights_only=True), expected, atol=1e-6)
     # The validation (and test) transform subtracts it: the crop minus the mean image, nothing else.
-    val_path, _ = data.val_set.dataset.samples[data.val_set.indices[0]]  # type: ignore[attr-defined]
+    val_path, _ = data.val_set.dataset.samples[data.val_set.indices[0]]
     x, _ = data.val_set[0]
     assert torch.allclose(x, plain(Image.open(val_path).convert("RGB")) - expected, atol=1e-6)
     # Cached: a second DataModule loads the file (a changed crop size gets its own file).
