@@ -40,6 +40,7 @@ def test_epoch_loss_is_the_batch_weighted_mean_and_step_loss_is_logged_at_logger
     )  # fmt: skip
     net = ResNet(depth=[1], widths=[8], stem="cifar", num_classes=10)
     trainer.fit(ImageClassifier(net, lr=0.05, schedule="constant"), data)
+    assert isinstance(trainer.logger, CSVLogger)  # the one passed above
     rows = list(csv.DictReader((Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()))
     epoch_means = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
     expected = [sum(loss * n for loss, n in e) / sum(n for _, n in e) for e in losses.epochs]
@@ -58,7 +59,7 @@ class NanAt(ImageClassifier):
 
     bad_step = 7
 
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+    def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
         return loss * float("nan") if self.trainer.global_step == self.bad_step else loss
 
