@@ -61,7 +61,7 @@ def test_imagenet_config_fast_dev_run_on_synthetic_data(in_tmp: Path) -> None:
         "--trainer.fast_dev_run=true",
         "--trainer.enable_progress_bar=false",
     )
-    trainer = cli.trainer  # type: ignore[attr-defined]
+    trainer = cli.trainer
     assert trainer.global_step == 1
     assert trainer.lightning_module.net.fc.out_features == 1000  # linked from the DataModule
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
@@ -135,7 +135,7 @@ def test_quickstart_trains_on_fashion_mnist_and_saved_config_reproduces_test(in_
 
     # `test -c <saved config> --ckpt_path <best>` gives the same number
     cli = run_cli("test", "-c", str(run_dir / "config.yaml"), "--ckpt_path", str(best))
-    reproduced = cli.trainer.callback_metrics["test/acc1"].item()  # type: ignore[attr-defined]
+    reproduced = cli.trainer.callback_metrics["test/acc1"].item()
     assert reproduced == pytest.approx(acc, abs=0.005)
 
 
@@ -150,7 +150,7 @@ def test_checkpointing_can_be_switched_off(in_tmp: Path) -> None:
         "--trainer.enable_checkpointing=false",
         "--trainer.enable_progress_bar=false",
     )
-    assert cli.trainer.global_step == 2  # type: ignore[attr-defined]
+    assert cli.trainer.global_step == 2
     assert not list(in_tmp.rglob("*.ckpt"))
 
 
@@ -218,7 +218,7 @@ def test_run_dir_keeps_checkpoints_and_one_log_directory_per_restart(in_tmp: Pat
     run_cli(*TINY, "--run_dir=stable")
     with caplog.at_level("INFO"):
         cli = run_cli(*TINY, "--run_dir=stable", "--trainer.max_epochs=2")
-    assert "Resuming from" in caplog.text and cli.trainer.current_epoch == 2  # type: ignore[attr-defined]
+    assert "Resuming from" in caplog.text and cli.trainer.current_epoch == 2
     files = run_files(in_tmp / "stable")
     assert {"version_0/config.yaml", "version_1/config.yaml", "version_1/metrics.csv", "checkpoints/last.ckpt"} <= files
     assert not [f for f in files if f.startswith("version_") and f.endswith(".ckpt")]
