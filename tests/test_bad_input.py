@@ -144,8 +144,8 @@ def test_a_truncated_last_ckpt_is_moved_aside_and_the_best_one_resumes(
     with pytest.warns(UserWarning, match=r"cannot resume from .*last\.ckpt: not a torch\.save archive"):
         cli = run_cli("fit", "-c", tiny, "--run_dir=run", "--trainer.max_epochs=2", "--trainer.max_steps=-1")
     assert (ckpts / "last.ckpt.corrupt").exists()
-    assert Path(cli.trainer.ckpt_path).resolve() == best.resolve()  # type: ignore[attr-defined]
-    assert cli.trainer.global_step == 16  # type: ignore[attr-defined]
+    assert Path(cli.trainer.ckpt_path).resolve() == best.resolve()
+    assert cli.trainer.global_step == 16
     assert checkpoint_problem(ckpts / "last.ckpt") is None  # rewritten by the resumed run
 
 
