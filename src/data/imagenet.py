@@ -280,7 +280,7 @@ class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
         self.train_pipeline, self.decode = train_pipeline, decode
         self.gpu_fallbacks = 0  # files nvJPEG refused (CMYK, PNG bytes), decoded by PIL instead
         self.device_augment: DeviceAugment | None = None  # fast: built in setup, moved to the device once
-        self._aug_generator: tuple[torch.device, int, torch.Generator] | None = None
+        self._aug_generator: tuple[torch.device, torch.Generator] | None = None
         self.num_workers = num_workers  # None: workers_per_process() for the devices of this node
         self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
         self.train_set: ClassFolder | Subset | None = None
@@ -423,8 +423,8 @@ class ImageNetDataModule(ResumableTrainData, L.LightningDataModule):
         if trainer is not None:
             epoch, rank, batch = trainer.current_epoch, trainer.global_rank, trainer.fit_loop.epoch_loop.batch_idx
         if self._aug_generator is None or self._aug_generator[0] != device:
-            self._aug_generator = (device, 0, torch.Generator(device=device))
-        generator = self._aug_generator[2]
+            self._aug_generator = (device, torch.Generator(device=device))
+        generator = self._aug_generator[1]
         generator.manual_seed(derived_seed(self.seed, epoch, rank, batch))  # a host-side call: no device sync
         return generator
 
